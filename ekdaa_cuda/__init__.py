@@ -1,0 +1,23 @@
+"""ekdaa_cuda — EKDAA (error-kernel driven activation alignment) and the rules it is
+compared with, with fused CUDA kernels and a NumPy reference backend.
+
+    import ekdaa_cuda
+    model = ekdaa_cuda.build_model("fmnist", rule="ekdaa")
+    result = ekdaa_cuda.train(preset="fmnist", epochs=1)
+    print(result.test_accuracy)
+"""
+
+from ._device import cuda_available, cuda_status
+from .model import RULES, Model, build_model
+
+__version__ = "0.1.0"
+
+
+def train(*args, **kwargs):
+    """Train a model end to end; see ``ekdaa_cuda.training.train``."""
+    from .training import train as _train
+
+    return _train(*args, **kwargs)
+
+
+__all__ = ["Model", "RULES", "build_model", "cuda_available", "cuda_status", "train", "__version__"]

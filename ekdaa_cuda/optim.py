@@ -1,0 +1,79 @@
+"""Optimizers for the NumPy backend: SGD with momentum, Adam and RMSprop, each with
+per-tensor Pascanu rescaling (SPEC.md "Optimisers"). The rule's updates Δ are treated
+as gradients: W ← W − λ·step(Δ).
+
+``Optimizer.apply`` is pure: it returns the new parameters and the new state without
+touching the old ones, so a step that fails part-way leaves the model unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import reference as ref
+
+DEFAULT_HYPER = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "decay": 0.9}
+
+
+class Optimizer:
+    def __init__(self, kind: str = "sgd", lr: float = 5e-4, rho: float = 0.0, **hyper):
+        if kind not in ref.OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {kind!r}; choose one of {', '.join(ref.OPTIMIZERS)}")
+        unknown = set(hyper) - set(DEFAULT_HYPER)
+        if unknown:
+            raise ValueError(f"unknown optimizer option(s) {sorted(unknown)}; allowed: {sorted(DEFAULT_HYPER)}")
+        if not (np.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning rate must be a positive number, got {lr!r}")
+        if not (np.isfinite(rho) and rho >= 0):
+            raise ValueError(f"Pascanu rho must be >= 0 (0 turns rescaling off), got {rho!r}")
+        self.kind, self.lr, self.rho = kind, float(lr), float(rho)
+        self.hyper = {**DEFAULT_HYPER, **{k: float(v) for k, v in hyper.items()}}
+        self.t = 0
+        self.state: dict[str, dict[str, np.ndarray]] = {}
+
+    def apply(self, params: dict, grads: dict, lr_scale: float = 1.0):
+        """Return (new params for the keys in ``grads``, new state, new t)."""
+        t = self.t + 1
+        lr = self.lr * lr_scale
+        new_params, new_state = {}, {}
+        h = self.hyper
+        for key, g in grads.items():
+            p = params[key]
+            g = ref.pascanu_rescale(g, self.rho)
+            st = self.state.get(key)
+            if self.kind == "sgd":
+                v = st["v"] if st else np.zeros_like(p)
+                new_params[key], v = ref.sgd_momentum_update(p, g, v, lr, h["momentum"])
+                new_state[key] = {"v": v}
+            elif self.kind == "adam":
+                m, v = (st["m"], st["v"]) if st else (np.zeros_like(p), np.zeros_like(p))
+                new_params[key], m, v = ref.adam_update(p, g, m, v, t, lr, h["beta1"], h["beta2"], h["eps"])
+                new_state[key] = {"m": m, "v": v}
+            else:
+                s = st["s"] if st else np.zeros_like(p)
+                new_params[key], s = ref.rmsprop_update(p, g, s, lr, h["decay"], h["eps"])
+                new_state[key] = {"s": s}
+        return new_params, new_state, t
+
+    def commit(self, new_state: dict, t: int) -> None:
+        self.state.update(new_state)
+        self.t = t
+
+    def state_dict(self) -> dict:
+        flat = {"optimizer.t": np.array(self.t, dtype=np.int64)}
+        for key, st in self.state.items():
+            for slot, arr in st.items():
+                flat[f"optimizer.{slot}.{key}"] = arr
+        return flat
+
+    def load_state_dict(self, flat: dict, params: dict) -> None:
+        state: dict[str, dict[str, np.ndarray]] = {}
+        t = int(flat.get("optimizer.t", 0))
+        for name, arr in flat.items():
+            if name == "optimizer.t":
+                continue
+            _, slot, key = name.split(".", 2)
+            if key not in params or np.shape(arr) != params[key].shape:
+                raise ValueError(f"optimizer state {name!r} does not match any parameter of this model")
+            state.setdefault(key, {})[slot] = np.array(arr, dtype=params[key].dtype)
+        self.state, self.t = state, t

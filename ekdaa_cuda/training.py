@@ -1,0 +1,220 @@
+"""The training loop behind ``ekdaa_cuda.train`` and ``ekdaa-cuda train``.
+
+Each epoch visits the training set in a permutation drawn from (seed, epoch), so a run
+resumed from a checkpoint continues exactly where it stopped: the checkpoint holds the
+parameters, the optimizer state, the step count, the epoch, the position inside the
+epoch and the history so far. Checkpoints and metrics are written atomically (temporary
+file, fsync, rename), and a step whose update is not finite stops training with
+``TrainingDiverged`` while the last good checkpoint stays on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .layers import PRESETS
+from .model import Model, build_model
+
+CHECKPOINT = "checkpoint.npz"
+METRICS = "metrics.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """A step produced NaN or inf; the model and the last checkpoint are unchanged."""
+
+
+@dataclass
+class TrainResult:
+    test_accuracy: float
+    test_loss: float
+    train_accuracy: float
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    steps: int = 0
+    out_dir: str | None = None
+    model: Model | None = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        return (f"test accuracy {100 * self.test_accuracy:.2f}%  (loss {self.test_loss:.4f}), "
+                f"train accuracy {100 * self.train_accuracy:.2f}%, {self.steps} updates in {self.seconds:.1f} s "
+                f"({self.images_per_second:.0f} images/s)")
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write via ``write(file)`` to a temporary file beside ``path``, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def save_checkpoint(path: Path, model: Model, state: dict) -> None:
+    arrays = model.checkpoint_arrays()
+    arrays["train_state_json"] = np.array(json.dumps(state))
+    atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path: Path) -> tuple[dict, dict]:
+    """(arrays, training state) from a checkpoint file; a clear error if it is unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        state = json.loads(str(arrays.pop("train_state_json")))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # zipfile / json / key errors: a damaged file
+        raise ValueError(f"checkpoint {path} is unreadable or incomplete: {exc}") from exc
+    return arrays, state
+
+
+def _load_data(dataset: str, split: str, data_root, limit):
+    from .data import load_dataset
+
+    return load_dataset(dataset, split=split, root=data_root, limit=limit)
+
+
+def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", epochs: int = 10,
+          batch_size: int = 50, train_limit: int | None = None, test_limit: int | None = None, seed: int = 0,
+          dataset: str | None = None, data_root=None, out_dir=None, resume: bool = False,
+          checkpoint_every: int = 0, progress: bool = True, data=None, log=None, **options) -> TrainResult:
+    """Train a preset on its dataset and evaluate on the test split after every epoch.
+
+    ``options`` are model options (see ``build_model``): lr, optimizer, momentum, beta, gamma,
+    activation, dropout, rho, variant, dtype, ... ``data`` may supply ``(x_train, y_train,
+    x_test, y_test)`` arrays instead of reading ``dataset``. With ``out_dir`` the run writes
+    ``metrics.json`` and ``checkpoint.npz`` there (every epoch, and every ``checkpoint_every``
+    steps if > 0); ``resume=True`` continues from that checkpoint.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+    log = log or (lambda msg: None)
+    run_args = {"preset": preset, "rule": rule, "backend": backend, "batch_size": batch_size,
+                "train_limit": train_limit, "test_limit": test_limit, "seed": seed,
+                "dataset": dataset or PRESETS[preset]["dataset"], "options": options}
+
+    if data is None:
+        x_train, y_train = _load_data(run_args["dataset"], "train", data_root, train_limit)
+        x_test, y_test = _load_data(run_args["dataset"], "test", data_root, test_limit)
+    else:
+        x_train, y_train, x_test, y_test = data
+    model = build_model(preset, rule=rule, backend=backend, seed=seed, **options)
+    x_train = model.check_input(x_train, "train")
+    y_train = model.check_labels(y_train, len(x_train), "train")
+
+    out = Path(out_dir) if out_dir is not None else None
+    history: list[dict] = []
+    epoch, position = 0, 0
+    if resume:
+        ckpt = out / CHECKPOINT
+        if not ckpt.exists():
+            raise FileNotFoundError(f"resume: no checkpoint at {ckpt}")
+        arrays, state = load_checkpoint(ckpt)
+        if state["run_args"] != json.loads(json.dumps(run_args)):
+            raise ValueError(f"resume: {ckpt} was written by a run with different settings:\n"
+                             f"  checkpoint: {state['run_args']}\n  now:        {run_args}")
+        model.load_checkpoint_arrays(arrays)
+        epoch, position, history = state["epoch"], state["position"], state["history"]
+        log(f"resumed from {ckpt} at epoch {epoch + 1}, batch {position}, step {model.step_count}")
+
+    def checkpoint(epoch_done: int, pos: int) -> None:
+        if out is not None:
+            save_checkpoint(out / CHECKPOINT, model, {"run_args": run_args, "epoch": epoch_done,
+                                                      "position": pos, "history": history})
+
+    n_batches = -(-len(x_train) // batch_size)
+    t_start = time.perf_counter()
+    images = 0
+    while epoch < epochs:
+        order = np.random.default_rng([seed, epoch]).permutation(len(x_train))
+        bar = _progress(n_batches, position, f"epoch {epoch + 1}/{epochs}", progress)
+        totals = history[-1].pop("_partial") if history and "_partial" in history[-1] else None
+        loss_sum, correct, seen = totals if totals else (0.0, 0, 0)
+        if totals:
+            history.pop()
+        for b in range(position, n_batches):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            try:
+                stats = model.step(x_train[idx], y_train[idx])
+            except FloatingPointError as exc:
+                bar.close()
+                where = f"; last good checkpoint: {out / CHECKPOINT}" if out is not None else ""
+                raise TrainingDiverged(f"training diverged at epoch {epoch + 1}, batch {b}: {exc}{where}") from exc
+            loss_sum += stats["loss"] * len(idx)
+            correct += round(stats["accuracy"] * len(idx))
+            seen += len(idx)
+            images += len(idx)
+            bar.update(1)
+            if b % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            if checkpoint_every and model.step_count % checkpoint_every == 0 and b + 1 < n_batches:
+                history.append({"_partial": (loss_sum, correct, seen)})
+                checkpoint(epoch, b + 1)
+                history.pop()
+        bar.close()
+        test = model.evaluate(x_test, y_test)
+        record = {"epoch": epoch + 1, "step": model.step_count, "train_loss": loss_sum / seen,
+                  "train_accuracy": correct / seen, "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+                  "seconds": time.perf_counter() - t_start}
+        history.append(record)
+        log(f"epoch {epoch + 1}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
+            f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}")
+        epoch, position = epoch + 1, 0
+        checkpoint(epoch, 0)
+        if out is not None:
+            atomic_write_json(out / METRICS, {"run": run_args, "history": history})
+
+    seconds = time.perf_counter() - t_start
+    last = history[-1]
+    return TrainResult(test_accuracy=last["test_accuracy"], test_loss=last["test_loss"],
+                       train_accuracy=last["train_accuracy"], history=history, seconds=seconds,
+                       images_per_second=images / seconds if seconds > 0 else 0.0, steps=model.step_count,
+                       out_dir=str(out) if out is not None else None, model=model)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", mininterval=0.5, leave=False)
