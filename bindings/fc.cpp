@@ -1,4 +1,126 @@
-// Python bindings for the fully-connected kernels (stub; filled in below).
+// fc.cpp — bindings of the fully-connected launchers (csrc/fc.h): argument conversion only.
+// Device arrays arrive as raw addresses (int) and the stream as its handle (int); shapes and
+// dtypes are checked by ekdaa_cuda.ops.fc, the launchers re-check sizes and codes and throw
+// std::invalid_argument (-> ValueError). host_error_epilogue runs the kernels' per-element
+// epilogue on the CPU for tests/test_optim_host.py.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-void register_fc(pybind11::module_& m) {}
+#include <cstdint>
+
+#include "common.cuh"
+#include "fc.h"
+#include "registry.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+T* ptr(std::uintptr_t address) {
+    return reinterpret_cast<T*>(address);
+}
+
+cudaStream_t stream_of(std::uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
+
+ekdaa::Dropout dropout_of(const char* op, std::uint32_t key, std::uint32_t threshold, float scale) {
+    ekdaa::require(threshold < (1u << 24), op, "dropout threshold must be < 2^24 (p < 1), got " + std::to_string(threshold));
+    ekdaa::require(scale >= 1.0f, op, "dropout scale must be 1/(1-p) >= 1, got " + std::to_string(scale));
+    return ekdaa::Dropout{key, threshold, scale};
+}
+
+using FloatArray = py::array_t<float, py::array::c_style>;  // no forcecast: float32 only
+
+FloatArray host_error_epilogue(int rule, int act, FloatArray h, FloatArray d, float beta, std::uint32_t key,
+                               std::uint32_t threshold, float scale) {
+    const char* op = "host_error_epilogue";
+    ekdaa::require(rule == ekdaa::kRuleEkdaa || rule == ekdaa::kRuleBp, op, "rule must be 0 or 1");
+    ekdaa::require(act >= ekdaa::kTanh && act <= ekdaa::kSigmoid, op, "act must be in [0, 4]");
+    ekdaa::require(h.size() == d.size(), op, "h and d must have the same number of elements");
+    const ekdaa::Dropout dp = dropout_of(op, key, threshold, scale);
+    FloatArray e(h.size());
+    const float* hp = h.data();
+    const float* dd = d.data();
+    float* out = e.mutable_data();
+    for (py::ssize_t i = 0; i < h.size(); ++i)
+        out[i] = ekdaa::error_unit(rule, act, hp[i], dd[i], beta) * ekdaa::dropout_factor(dp, static_cast<std::uint32_t>(i));
+    return e;
+}
+
+}  // namespace
+
+void register_fc(py::module_& m) {
+    m.def(
+        "fc_fwd",
+        [](std::uintptr_t z, std::uintptr_t w, std::uintptr_t b, std::uintptr_t h, std::uintptr_t out, std::int64_t N,
+           std::int64_t F_in, std::int64_t F_out, int act, bool apply_activation, std::uint32_t key,
+           std::uint32_t threshold, float scale, std::uintptr_t stream) {
+            ekdaa::launch_fc_fwd(ptr<const float>(z), ptr<const float>(w), ptr<const float>(b), ptr<float>(h),
+                                 ptr<float>(out), N, F_in, F_out, act, apply_activation,
+                                 dropout_of("fc_fwd", key, threshold, scale), stream_of(stream));
+        },
+        py::arg("z"), py::arg("w"), py::arg("b"), py::arg("h"), py::arg("out"), py::arg("N"), py::arg("F_in"),
+        py::arg("F_out"), py::arg("act"), py::arg("apply_activation"), py::arg("key"), py::arg("threshold"),
+        py::arg("scale"), py::arg("stream"),
+        "h = z·Wᵀ + b, out = φ(h)·m/(1−p) (raw launcher; b = 0 for no bias). Use ekdaa_cuda.ops.fc.fc_fwd.");
+    m.def(
+        "fc_proj",
+        [](std::uintptr_t e, std::uintptr_t weight, std::uintptr_t d, std::int64_t N, std::int64_t F_in,
+           std::int64_t F_out, int layout, std::uintptr_t stream) {
+            ekdaa::launch_fc_proj(ptr<const float>(e), ptr<const float>(weight), ptr<float>(d), N, F_in, F_out, layout,
+                                  stream_of(stream));
+        },
+        py::arg("e"), py::arg("weight"), py::arg("d"), py::arg("N"), py::arg("F_in"), py::arg("F_out"),
+        py::arg("layout"), py::arg("stream"), "d = e·W (layout 0) or e·Eᵀ (layout 1) (raw launcher).");
+    m.def(
+        "fc_error_proj",
+        [](std::uintptr_t e, std::uintptr_t weight, std::uintptr_t h, std::uintptr_t e_below, std::int64_t N,
+           std::int64_t F_in, std::int64_t F_out, int layout, int rule, int act, float beta, std::uint32_t key,
+           std::uint32_t threshold, float scale, std::uintptr_t stream) {
+            ekdaa::launch_fc_error_proj(ptr<const float>(e), ptr<const float>(weight), ptr<const float>(h),
+                                        ptr<float>(e_below), N, F_in, F_out, layout, rule, act, beta,
+                                        dropout_of("fc_error_proj", key, threshold, scale), stream_of(stream));
+        },
+        py::arg("e"), py::arg("weight"), py::arg("h"), py::arg("e_below"), py::arg("N"), py::arg("F_in"),
+        py::arg("F_out"), py::arg("layout"), py::arg("rule"), py::arg("act"), py::arg("beta"), py::arg("key"),
+        py::arg("threshold"), py::arg("scale"), py::arg("stream"),
+        "e_below = error_unit(h, e·M)·m/(1−p) (raw launcher).");
+    m.def(
+        "error_epilogue",
+        [](std::uintptr_t d, std::uintptr_t h, std::uintptr_t e, std::int64_t count, int rule, int act, float beta,
+           std::uint32_t key, std::uint32_t threshold, float scale, std::uintptr_t stream) {
+            ekdaa::launch_error_epilogue(ptr<const float>(d), ptr<const float>(h), ptr<float>(e), count, rule, act,
+                                         beta, dropout_of("error_epilogue", key, threshold, scale), stream_of(stream));
+        },
+        py::arg("d"), py::arg("h"), py::arg("e"), py::arg("count"), py::arg("rule"), py::arg("act"), py::arg("beta"),
+        py::arg("key"), py::arg("threshold"), py::arg("scale"), py::arg("stream"),
+        "e = error_unit(h, d)·m/(1−p) elementwise over a flat tensor (raw launcher).");
+    m.def(
+        "fc_update",
+        [](std::uintptr_t z, std::uintptr_t e, std::uintptr_t dw, std::uintptr_t de, std::int64_t N, std::int64_t F_in,
+           std::int64_t F_out, float gamma, std::uintptr_t stream) {
+            ekdaa::launch_fc_update(ptr<const float>(z), ptr<const float>(e), ptr<float>(dw), ptr<float>(de), N, F_in,
+                                    F_out, gamma, stream_of(stream));
+        },
+        py::arg("z"), py::arg("e"), py::arg("dw"), py::arg("de"), py::arg("N"), py::arg("F_in"), py::arg("F_out"),
+        py::arg("gamma"), py::arg("stream"), "ΔW = eᵀ·z, ΔE = γ·ΔWᵀ (raw launcher).");
+    m.def(
+        "fc_bias_update",
+        [](std::uintptr_t e, std::uintptr_t db, std::int64_t N, std::int64_t F_out, std::uintptr_t stream) {
+            ekdaa::launch_fc_bias_update(ptr<const float>(e), ptr<float>(db), N, F_out, stream_of(stream));
+        },
+        py::arg("e"), py::arg("db"), py::arg("N"), py::arg("F_out"), py::arg("stream"), "Δb = Σ_n e (raw launcher).");
+    m.def(
+        "softmax_error",
+        [](std::uintptr_t h, std::uintptr_t labels, std::uintptr_t probs, std::uintptr_t e, std::uintptr_t loss,
+           std::int64_t N, std::int64_t C, std::uintptr_t stream) {
+            ekdaa::launch_softmax_error(ptr<const float>(h), ptr<const std::int32_t>(labels), ptr<float>(probs),
+                                        ptr<float>(e), ptr<float>(loss), N, C, stream_of(stream));
+        },
+        py::arg("h"), py::arg("labels"), py::arg("probs"), py::arg("e"), py::arg("loss"), py::arg("N"), py::arg("C"),
+        py::arg("stream"), "probs = softmax(h), e = probs − onehot(labels), loss = −log probs[label] (raw launcher).");
+
+    m.def("host_error_epilogue", &host_error_epilogue, py::arg("rule"), py::arg("act"), py::arg("h").noconvert(),
+          py::arg("d").noconvert(), py::arg("beta"), py::arg("key"), py::arg("threshold"), py::arg("scale"),
+          "The fc kernels' error epilogue on the CPU over flat float32 arrays (test hook).");
+}

@@ -1,0 +1,282 @@
+// fc.cu — fully-connected layer kernels of EKDAA (SPEC.md "Network", "EKDAA update" steps 1–4).
+//
+//   fc_fwd          h = z·Wᵀ + b,  out = φ(h) ⊙ m/(1−p)                     (eq. 3–4, dropout)
+//   fc_proj         d = e·W  or  d = e·Eᵀ                                    (step 2–3: d_{l-1} = e_l E_l)
+//   fc_error_proj   e_below = (φ(h) − φ(h − βd)) ⊙ m/(1−p)  [rule "ekdaa"]   (eq. 8), fused with fc_proj
+//                   e_below = d ⊙ φ'(h) ⊙ m/(1−p)           [rule "bp"]
+//   error_epilogue  the same epilogue over a d already in memory (any shape, flat index)
+//   fc_update       ΔW = eᵀ·z, ΔE = γ·ΔWᵀ (one kernel), Δb = Σ_n e              (eq. 9–10, step 4)
+//   softmax_error   z_y = softmax(h_y), e_y = z_y − onehot(label), loss = −log z_y[label]   (step 1)
+//
+// Layout: float32, row-major, contiguous. z, h, e, d are [N, F] (batch-major); W is [F_out, F_in]
+// (PyTorch), E is [F_in, F_out] (= Wᵀ's shape). Dropout index = flat C-order index of the
+// [N, F] tensor it applies to (n·F + f), as ekdaa_cuda.reference.dropout_keep.
+//
+// The matrix products share one plain shared-memory tiled GEMM (tile_gemm): one output per
+// thread, 16×16 tiles, k summed in ascending order — deterministic, and exact for small
+// integer inputs. Tested by tests/gpu/test_ops_fc.py (pytest -m gpu tests/gpu/test_ops_fc.py).
+#include <algorithm>
+#include <initializer_list>
+#include <string>
+
+#include "common.cuh"
+#include "fc.h"
+
+namespace ekdaa {
+namespace {
+
+constexpr int kTile = 16;        // GEMM tile edge: blocks of kTile × kTile threads
+constexpr int kThreads = 256;    // threads per block of the 1-D kernels
+constexpr int kMaxGridY = 65535;
+
+// C(i, j) = Σ_k A(i, k)·B(k, j) for this thread's element of the block's kTile × kTile output tile,
+// i = blockIdx.y·kTile + threadIdx.y (row), j = blockIdx.x·kTile + threadIdx.x (column), with
+// A(i, k) = a[i·a_row + k·a_col] and B(k, j) = b[k·b_row + j·b_col] (strides in elements), so one
+// routine serves z·Wᵀ, e·W, e·Eᵀ and eᵀ·z. Every thread of the block must call it (it
+// synchronises); threads outside [rows, cols] get a meaningless value and must not store it.
+// Tiles are loaded so that consecutive threadIdx.x read consecutive addresses of whichever
+// index has unit stride.
+__device__ float tile_gemm(const float* a, long long a_row, long long a_col,  // A [rows, K]
+                           const float* b, long long b_row, long long b_col,  // B [K, cols]
+                           int rows, int cols, int K) {
+    __shared__ float as[kTile][kTile + 1];  // as[ii][kk] = A(i0 + ii, k0 + kk)
+    __shared__ float bs[kTile][kTile + 1];  // bs[kk][jj] = B(k0 + kk, j0 + jj)
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int i0 = blockIdx.y * kTile, j0 = blockIdx.x * kTile;
+    // Which tile coordinate each thread loads: the unit-stride one follows threadIdx.x.
+    const bool a_k_unit = a_col == 1;
+    const int a_ii = a_k_unit ? ty : tx, a_kk = a_k_unit ? tx : ty;
+    const bool b_k_unit = b_row == 1;
+    const int b_kk = b_k_unit ? tx : ty, b_jj = b_k_unit ? ty : tx;
+
+    float acc = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += kTile) {
+        const int ai = i0 + a_ii, ak = k0 + a_kk;
+        as[a_ii][a_kk] = (ai < rows && ak < K) ? a[ai * a_row + ak * a_col] : 0.0f;
+        const int bk = k0 + b_kk, bj = j0 + b_jj;
+        bs[b_kk][b_jj] = (bk < K && bj < cols) ? b[bk * b_row + bj * b_col] : 0.0f;
+        __syncthreads();
+        for (int kk = 0; kk < kTile; ++kk) acc += as[ty][kk] * bs[kk][tx];
+        __syncthreads();
+    }
+    return acc;
+}
+
+// Grid of kTile × kTile blocks covering a [rows, cols] output.
+dim3 gemm_grid(const char* op, int64_t rows, int64_t cols) {
+    require(rows <= int64_t(kMaxGridY) * kTile, op,
+            "too many output rows for the grid: " + std::to_string(rows) + " > " +
+                std::to_string(int64_t(kMaxGridY) * kTile));
+    require(cols <= INT32_MAX && rows <= INT32_MAX, op, "output dimensions must fit in int32");
+    return dim3(ceil_div(cols, kTile), ceil_div(rows, kTile));
+}
+
+__global__ void fc_fwd_kernel(const float* __restrict__ z,  // [N, F_in]
+                              const float* __restrict__ w,  // [F_out, F_in]
+                              const float* __restrict__ b,  // [F_out] or nullptr
+                              float* __restrict__ h,        // [N, F_out]
+                              float* __restrict__ out,      // [N, F_out]
+                              int N, int F_in, int F_out, int act, bool apply_activation, Dropout dropout) {
+    // A(n, k) = z[n, k]; B(k, f) = W[f, k].
+    const float acc = tile_gemm(z, F_in, 1, w, 1, F_in, N, F_out, F_in);
+    const int n = blockIdx.y * kTile + threadIdx.y, f = blockIdx.x * kTile + threadIdx.x;
+    if (n >= N || f >= F_out) return;
+    const long long idx = (long long)n * F_out + f;
+    const float hv = b != nullptr ? acc + b[f] : acc;
+    h[idx] = hv;
+    const float a = apply_activation ? activate<float>(act, hv) : hv;
+    out[idx] = a * dropout_factor(dropout, static_cast<uint32_t>(idx));
+}
+
+// kErrorEpilogue = false: d = e·M. true: e_below = error_unit(h, d) · m/(1−p), d never stored.
+template <bool kErrorEpilogue>
+__global__ void fc_proj_kernel(const float* __restrict__ e,       // [N, F_out]
+                               const float* __restrict__ weight,  // [F_out, F_in] or [F_in, F_out]
+                               const float* __restrict__ h,       // [N, F_in] (epilogue only)
+                               float* __restrict__ out,           // [N, F_in]
+                               int N, int F_in, int F_out, int layout, int rule, int act, float beta,
+                               Dropout dropout) {
+    // A(n, o) = e[n, o]; B(o, i) = W[o, i] (kOutIn) or E[i, o] (kInOut).
+    const long long b_row = layout == kOutIn ? F_in : 1;
+    const long long b_col = layout == kOutIn ? 1 : F_out;
+    const float d = tile_gemm(e, F_out, 1, weight, b_row, b_col, N, F_in, F_out);
+    const int n = blockIdx.y * kTile + threadIdx.y, i = blockIdx.x * kTile + threadIdx.x;
+    if (n >= N || i >= F_in) return;
+    const long long idx = (long long)n * F_in + i;
+    if (kErrorEpilogue) {
+        out[idx] = error_unit(rule, act, h[idx], d, beta) * dropout_factor(dropout, static_cast<uint32_t>(idx));
+    } else {
+        out[idx] = d;
+    }
+}
+
+__global__ void error_epilogue_kernel(const float* __restrict__ d,  // [count]
+                                      const float* __restrict__ h,  // [count]
+                                      float* __restrict__ e,        // [count]
+                                      long long count, int rule, int act, float beta, Dropout dropout) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x) {
+        e[i] = error_unit(rule, act, h[i], d[i], beta) * dropout_factor(dropout, static_cast<uint32_t>(i));
+    }
+}
+
+__global__ void fc_update_kernel(const float* __restrict__ z,  // [N, F_in]
+                                 const float* __restrict__ e,  // [N, F_out]
+                                 float* __restrict__ dw,       // [F_out, F_in]
+                                 float* __restrict__ de,       // [F_in, F_out]
+                                 int N, int F_in, int F_out, float gamma) {
+    // A(o, n) = e[n, o]; B(n, i) = z[n, i]; K = N.
+    const float acc = tile_gemm(e, 1, F_out, z, F_in, 1, F_out, F_in, N);
+    const int o = blockIdx.y * kTile + threadIdx.y, i = blockIdx.x * kTile + threadIdx.x;
+    if (o >= F_out || i >= F_in) return;
+    dw[(long long)o * F_in + i] = acc;
+    de[(long long)i * F_out + o] = gamma * acc;
+}
+
+// One thread per output feature; consecutive threads read consecutive addresses of each row.
+__global__ void fc_bias_update_kernel(const float* __restrict__ e,  // [N, F_out]
+                                      float* __restrict__ db,       // [F_out]
+                                      long long N, long long F_out) {
+    const long long f = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (f >= F_out) return;
+    float s = 0.0f;
+    for (long long n = 0; n < N; ++n) s += e[n * F_out + f];
+    db[f] = s;
+}
+
+// One thread per row (C is small: 10 classes in every preset).
+__global__ void softmax_error_kernel(const float* __restrict__ h,         // [N, C]
+                                     const int32_t* __restrict__ labels,  // [N]
+                                     float* __restrict__ probs,           // [N, C]
+                                     float* __restrict__ e,               // [N, C]
+                                     float* __restrict__ loss,            // [N]
+                                     long long N, long long C) {
+    const long long n = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (n >= N) return;
+    const float* hr = h + n * C;
+    float* pr = probs + n * C;
+    float* er = e + n * C;
+    float m = -INFINITY;
+    for (long long c = 0; c < C; ++c) m = fmaxf(m, hr[c]);
+    float sum = 0.0f;
+    for (long long c = 0; c < C; ++c) sum += expf(hr[c] - m);
+    const int32_t label = labels[n];
+    const bool valid = label >= 0 && label < C;
+    for (long long c = 0; c < C; ++c) {
+        const float p = expf(hr[c] - m) / sum;
+        pr[c] = p;
+        er[c] = valid ? p - (c == label ? 1.0f : 0.0f) : NAN;
+    }
+    // −log(exp(h_y − m)/sum) = log(sum) − (h_y − m): finite even when the probability underflows.
+    loss[n] = valid ? logf(sum) - (hr[label] - m) : NAN;
+}
+
+// Blocks for a grid-stride loop over `count` elements.
+unsigned int stride_blocks(long long count) {
+    return static_cast<unsigned int>(std::min<long long>(ceil_div(count, kThreads), 65535LL * 16));
+}
+
+void require_sizes(const char* op, std::initializer_list<int64_t> sizes) {
+    for (int64_t s : sizes) require(s >= 0, op, "sizes must be >= 0, got " + std::to_string(s));
+}
+
+void require_act(const char* op, int act) {
+    require(act >= kTanh && act <= kSigmoid, op, "act must be an activation code in [0, 4], got " + std::to_string(act));
+}
+
+void require_rule(const char* op, int rule) {
+    require(rule == kRuleEkdaa || rule == kRuleBp, op, "rule must be 0 (ekdaa) or 1 (bp), got " + std::to_string(rule));
+}
+
+void require_layout(const char* op, int layout) {
+    require(layout == kOutIn || layout == kInOut, op,
+            "layout must be 0 (out_in) or 1 (in_out), got " + std::to_string(layout));
+}
+
+}  // namespace
+
+void launch_fc_fwd(const float* z, const float* w, const float* b, float* h, float* out, int64_t N, int64_t F_in,
+                   int64_t F_out, int act, bool apply_activation, Dropout dropout, cudaStream_t stream) {
+    const char* op = "fc_fwd";
+    require_sizes(op, {N, F_in, F_out});
+    require_act(op, act);
+    if (N == 0 || F_out == 0) return;
+    require(F_in <= INT32_MAX, op, "F_in must fit in int32");
+    const dim3 grid = gemm_grid(op, N, F_out);
+    fc_fwd_kernel<<<grid, dim3(kTile, kTile), 0, stream>>>(z, w, b, h, out, int(N), int(F_in), int(F_out), act,
+                                                           apply_activation, dropout);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+void launch_fc_proj(const float* e, const float* weight, float* d, int64_t N, int64_t F_in, int64_t F_out, int layout,
+                    cudaStream_t stream) {
+    const char* op = "fc_proj";
+    require_sizes(op, {N, F_in, F_out});
+    require_layout(op, layout);
+    if (N == 0 || F_in == 0) return;
+    require(F_out <= INT32_MAX, op, "F_out must fit in int32");
+    const dim3 grid = gemm_grid(op, N, F_in);
+    fc_proj_kernel<false><<<grid, dim3(kTile, kTile), 0, stream>>>(e, weight, nullptr, d, int(N), int(F_in),
+                                                                   int(F_out), layout, kRuleEkdaa, kLinear, 0.0f,
+                                                                   Dropout{0, 0, 1.0f});
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+void launch_fc_error_proj(const float* e, const float* weight, const float* h, float* e_below, int64_t N, int64_t F_in,
+                          int64_t F_out, int layout, int rule, int act, float beta, Dropout dropout,
+                          cudaStream_t stream) {
+    const char* op = "fc_error_proj";
+    require_sizes(op, {N, F_in, F_out});
+    require_layout(op, layout);
+    require_rule(op, rule);
+    require_act(op, act);
+    if (N == 0 || F_in == 0) return;
+    require(F_out <= INT32_MAX, op, "F_out must fit in int32");
+    const dim3 grid = gemm_grid(op, N, F_in);
+    fc_proj_kernel<true><<<grid, dim3(kTile, kTile), 0, stream>>>(e, weight, h, e_below, int(N), int(F_in),
+                                                                  int(F_out), layout, rule, act, beta, dropout);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+void launch_error_epilogue(const float* d, const float* h, float* e, int64_t count, int rule, int act, float beta,
+                           Dropout dropout, cudaStream_t stream) {
+    const char* op = "error_epilogue";
+    require_sizes(op, {count});
+    require_rule(op, rule);
+    require_act(op, act);
+    if (count == 0) return;
+    error_epilogue_kernel<<<stride_blocks(count), kThreads, 0, stream>>>(d, h, e, count, rule, act, beta, dropout);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+void launch_fc_update(const float* z, const float* e, float* dw, float* de, int64_t N, int64_t F_in, int64_t F_out,
+                      float gamma, cudaStream_t stream) {
+    const char* op = "fc_update";
+    require_sizes(op, {N, F_in, F_out});
+    if (F_out == 0 || F_in == 0) return;  // N = 0 still writes ΔW = 0 (an empty sum)
+    require(N <= INT32_MAX, op, "N must fit in int32");
+    const dim3 grid = gemm_grid(op, F_out, F_in);
+    fc_update_kernel<<<grid, dim3(kTile, kTile), 0, stream>>>(z, e, dw, de, int(N), int(F_in), int(F_out), gamma);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+void launch_fc_bias_update(const float* e, float* db, int64_t N, int64_t F_out, cudaStream_t stream) {
+    const char* op = "fc_bias_update";
+    require_sizes(op, {N, F_out});
+    if (F_out == 0) return;
+    require(F_out / kThreads < INT32_MAX, op, "F_out too large for the grid");
+    fc_bias_update_kernel<<<ceil_div(F_out, kThreads), kThreads, 0, stream>>>(e, db, N, F_out);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+void launch_softmax_error(const float* h, const int32_t* labels, float* probs, float* e, float* loss, int64_t N,
+                          int64_t C, cudaStream_t stream) {
+    const char* op = "softmax_error";
+    require_sizes(op, {N, C});
+    if (N == 0) return;
+    require(N / kThreads < INT32_MAX, op, "N too large for the grid");
+    softmax_error_kernel<<<ceil_div(N, kThreads), kThreads, 0, stream>>>(h, labels, probs, e, loss, N, C);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+}  // namespace ekdaa

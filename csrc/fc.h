@@ -1,0 +1,101 @@
+// fc.h — launchers of the fully-connected kernels (implemented in fc.cu; equations there) and
+// the per-element error epilogue they share, host-compilable so bindings/fc.cpp can run it on
+// the CPU (host_error_unit) for tests against ekdaa_cuda.reference.
+//
+// All tensors are float32, row-major and contiguous; FC weights use PyTorch's [F_out, F_in]
+// layout, EKDAA error weights E are stored as Wᵀ, i.e. [F_in, F_out].
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "elementwise.cuh"
+
+namespace ekdaa {
+
+// How the error of the layer below is formed from its projected error d (codes shared with
+// ekdaa_cuda.ops.fc.RULE_CODES).
+enum ErrorRule : int {
+    kRuleEkdaa = 0,  // e = φ(h) − φ(h − βd)      (SPEC.md step 3, eq. 8)
+    kRuleBp = 1,     // e = d · φ'(h)             (backprop's δ; FA uses it with a random B)
+};
+
+// Layout of the matrix an error is projected through (ekdaa_cuda.ops.fc.LAYOUT_CODES).
+enum WeightLayout : int {
+    kOutIn = 0,  // W [F_out, F_in]: d = e·W
+    kInOut = 1,  // E [F_in, F_out]: d = e·Eᵀ
+};
+
+// Inverted dropout of one layer in one launch: element `index` (flat C-order) is kept iff
+// dropout_keep(key, index, threshold), and kept elements are multiplied by `scale` = 1/(1−p)
+// (rounded to float32 on the host). threshold = 0 keeps everything.
+struct Dropout {
+    uint32_t key;
+    uint32_t threshold;
+    float scale;
+};
+
+// The factor m/(1−p) for one element: 0 when dropped, `scale` when kept.
+EKDAA_HD float dropout_factor(const Dropout& dp, uint32_t index) {
+    if (dp.threshold == 0) return dp.scale;
+    return dropout_keep(dp.key, index, dp.threshold) ? dp.scale : 0.0f;
+}
+
+// Error of one unit of the layer below, before dropout: EKDAA's target error or BP's δ.
+EKDAA_HD float error_unit(int rule, int act, float h, float d, float beta) {
+    return rule == kRuleBp ? d * activation_derivative<float>(act, h) : target_error<float>(act, h, d, beta);
+}
+
+// h = z·Wᵀ + b; out = (apply_activation ? φ(h) : h) · m/(1−p), m from `dropout` at index n·F_out + f.
+void launch_fc_fwd(const float* z,  // [N, F_in]
+                   const float* w,  // [F_out, F_in]
+                   const float* b,  // [F_out], or nullptr for no bias
+                   float* h,        // [N, F_out]
+                   float* out,      // [N, F_out]
+                   int64_t N, int64_t F_in, int64_t F_out, int act, bool apply_activation, Dropout dropout,
+                   cudaStream_t stream);
+
+// d = e·W (layout kOutIn) or d = e·Eᵀ (layout kInOut).
+void launch_fc_proj(const float* e,       // [N, F_out]
+                    const float* weight,  // [F_out, F_in] (kOutIn) or [F_in, F_out] (kInOut)
+                    float* d,             // [N, F_in]
+                    int64_t N, int64_t F_in, int64_t F_out, int layout, cudaStream_t stream);
+
+// e_below = error_unit(rule, act, h, d, β) · m/(1−p) with d = the projection above, without
+// storing d; m from the layer below's `dropout` at index n·F_in + i.
+void launch_fc_error_proj(const float* e,       // [N, F_out]
+                          const float* weight,  // [F_out, F_in] (kOutIn) or [F_in, F_out] (kInOut)
+                          const float* h,       // [N, F_in]  pre-activation of the layer below
+                          float* e_below,       // [N, F_in]
+                          int64_t N, int64_t F_in, int64_t F_out, int layout, int rule, int act, float beta,
+                          Dropout dropout, cudaStream_t stream);
+
+// The same epilogue alone, elementwise over a flat tensor: e[i] = error_unit(h[i], d[i]) · m_i/(1−p).
+void launch_error_epilogue(const float* d,  // [count]
+                           const float* h,  // [count]
+                           float* e,        // [count]
+                           int64_t count, int rule, int act, float beta, Dropout dropout, cudaStream_t stream);
+
+// ΔW = eᵀ·z summed over the batch, and ΔE = γ·ΔWᵀ, by one kernel (fixed summation order).
+void launch_fc_update(const float* z,  // [N, F_in]
+                      const float* e,  // [N, F_out]
+                      float* dw,       // [F_out, F_in]
+                      float* de,       // [F_in, F_out]
+                      int64_t N, int64_t F_in, int64_t F_out, float gamma, cudaStream_t stream);
+
+// Δb = Σ_n e[n, :] (fixed summation order).
+void launch_fc_bias_update(const float* e,  // [N, F_out]
+                           float* db,       // [F_out]
+                           int64_t N, int64_t F_out, cudaStream_t stream);
+
+// probs = softmax(h) row-wise, e = probs − onehot(label), loss[n] = −log probs[n, label_n].
+// A label outside [0, C) makes that row's e and loss NaN (probs are still written).
+void launch_softmax_error(const float* h,          // [N, C]
+                          const int32_t* labels,   // [N]
+                          float* probs,            // [N, C]
+                          float* e,                // [N, C]
+                          float* loss,             // [N]
+                          int64_t N, int64_t C, cudaStream_t stream);
+
+}  // namespace ekdaa

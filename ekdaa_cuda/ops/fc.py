@@ -1,0 +1,249 @@
+"""Fully-connected ops on the GPU (kernels in ``csrc/fc.cu``), checked wrappers over ``ekdaa_cuda._C``.
+
+SPEC.md equations, with z, h, e, d of shape [N, F] and W [F_out, F_in] (PyTorch layout):
+
+- ``fc_fwd``: h = z Wᵀ + b, out = φ(h) ⊙ m/(1−p) (eq. 3–4 with inverted dropout);
+- ``fc_proj``: d = e W (``weight_layout="out_in"``: BP, FA's B) or d = e Eᵀ with the error
+  weights E stored [F_in, F_out] (``"in_out"``: EKDAA's d_{l-1} = e_l E_l);
+- ``fc_error_proj``: the projection fused with the error of the layer below,
+  rule "ekdaa": e = (φ(h) − φ(h − βd)) ⊙ m/(1−p) (eq. 8); rule "bp": e = d ⊙ φ'(h) ⊙ m/(1−p);
+- ``error_epilogue``: that epilogue alone, elementwise over a d already in memory (any shape);
+- ``fc_update``: ΔW = eᵀ z, Δb = Σ_n e, ΔE = γ ΔWᵀ (eq. 9–10, summed over the batch);
+- ``softmax_error``: z_y = softmax(h_y), e_y = z_y − onehot(label), loss_n = −log z_y[n, label_n].
+
+Every array is a float32 (labels: int32) C-contiguous CuPy array on the current device; a
+wrong argument raises ``ValueError`` naming the op and the argument. Outputs are allocated
+unless passed as ``out=``. Dropout element i (flat C-order index) is kept iff
+``reference.dropout_keep`` keeps it for the given ``dropout_key`` (e.g.
+``reference.dropout_key(seed, step, layer)``), so NumPy and GPU masks agree bit for bit.
+
+Tests: ``pytest tests/gpu/test_ops_fc.py`` (needs a GPU) and ``tests/test_optim_host.py``
+(the epilogue compiled for the host).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import reference
+from . import _check
+
+RULE_CODES = {"ekdaa": 0, "bp": 1}  # csrc/fc.h ErrorRule
+LAYOUT_CODES = {"out_in": 0, "in_out": 1}  # csrc/fc.h WeightLayout
+_COUNTER_RANGE = 1 << 32  # dropout counters are uint32 flat indices
+
+
+def _ext():
+    """The compiled extension (imported on first use: the package imports without it)."""
+    from .. import _C
+
+    return _C
+
+
+def activation_code(op: str, activation) -> int:
+    if activation not in reference.ACTIVATION_CODES:
+        raise ValueError(f"{op}: activation must be one of {', '.join(reference.ACTIVATIONS)}, got {activation!r}")
+    return reference.ACTIVATION_CODES[activation]
+
+
+def rule_code(op: str, rule, activation) -> int:
+    if rule not in RULE_CODES:
+        raise ValueError(f"{op}: rule must be one of {', '.join(RULE_CODES)}, got {rule!r}")
+    if rule == "bp" and activation == "signum":
+        raise ValueError(f"{op}: rule 'bp' needs φ', which signum does not have (activation='signum')")
+    return RULE_CODES[rule]
+
+
+def finite_float(op: str, name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: {name} must be a finite number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{op}: {name} must be a finite number, got {value!r}")
+    return v
+
+
+def dropout_args(op: str, p, key, numel: int) -> tuple[int, int, float]:
+    """(key, threshold, scale) for the launchers, validated; scale = float32(1/(1−p))."""
+    p = finite_float(op, "dropout", p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{op}: dropout must be in [0, 1), got {p!r}")
+    if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < _COUNTER_RANGE:
+        raise ValueError(f"{op}: dropout_key must be an integer in [0, 2^32), got {key!r}")
+    if p > 0.0 and numel > _COUNTER_RANGE:
+        raise ValueError(f"{op}: dropout over {numel} elements exceeds the 2^32 counter range")
+    return int(key), reference.dropout_threshold(p), float(np.float32(1.0 / (1.0 - p)))
+
+
+def any_shape_spec(ndim: int) -> tuple:
+    """Dimension names for an array of any shape, for check_array's messages."""
+    return tuple(f"d{i}" for i in range(ndim))
+
+
+def _output(op: str, name: str, arr, spec: tuple, shape: tuple):
+    if arr is None:
+        return _check._cupy().empty(shape, dtype=np.float32)
+    return _check.check_array(op, name, arr, "float32", spec, shape)
+
+
+def _outputs(op: str, out, count: int) -> tuple:
+    if out is None:
+        return (None,) * count
+    if not isinstance(out, (tuple, list)) or len(out) != count:
+        raise ValueError(f"{op}: out must be None or a tuple of {count} arrays, got {out!r}")
+    return tuple(out)
+
+
+def fc_fwd(z, w, b=None, *, activation="tanh", apply_activation=True, dropout=0.0, dropout_key=0, out=None):
+    """h = z Wᵀ + b and out = (φ(h) if apply_activation else h) ⊙ m/(1−p). Returns (h, out).
+
+    z [N, F_in], w [F_out, F_in], b [F_out] or None; ``out`` = optional (h, out) to write into.
+    """
+    op = "fc_fwd"
+    act = activation_code(op, activation)
+    _check.check_array(op, "w", w, "float32", ("F_out", "F_in"))
+    f_out, f_in = w.shape
+    _check.check_array(op, "z", z, "float32", ("N", "F_in"), (None, f_in))
+    n = z.shape[0]
+    if b is not None:
+        _check.check_array(op, "b", b, "float32", ("F_out",), (f_out,))
+    key, threshold, scale = dropout_args(op, dropout, dropout_key, n * f_out)
+    h_out, z_out = _outputs(op, out, 2)
+    h = _output(op, "out[0] (h)", h_out, ("N", "F_out"), (n, f_out))
+    a = _output(op, "out[1] (out)", z_out, ("N", "F_out"), (n, f_out))
+    _ext().fc_fwd(
+        z.data.ptr,
+        w.data.ptr,
+        0 if b is None else b.data.ptr,
+        h.data.ptr,
+        a.data.ptr,
+        n,
+        f_in,
+        f_out,
+        act,
+        bool(apply_activation),
+        key,
+        threshold,
+        scale,
+        _check.stream_ptr(),
+    )
+    return h, a
+
+
+def _projection_shapes(op: str, e, weight, weight_layout) -> tuple[int, int, int, int]:
+    """(layout code, N, F_in, F_out) of e [N, F_out] projected through ``weight``."""
+    if weight_layout not in LAYOUT_CODES:
+        raise ValueError(f"{op}: weight_layout must be one of {', '.join(LAYOUT_CODES)}, got {weight_layout!r}")
+    spec = ("F_out", "F_in") if weight_layout == "out_in" else ("F_in", "F_out")
+    _check.check_array(op, "weight", weight, "float32", spec)
+    f_out, f_in = weight.shape if weight_layout == "out_in" else weight.shape[::-1]
+    _check.check_array(op, "e", e, "float32", ("N", "F_out"), (None, f_out))
+    return LAYOUT_CODES[weight_layout], e.shape[0], f_in, f_out
+
+
+def fc_proj(e, weight, *, weight_layout="out_in", out=None):
+    """d = e W (weight [F_out, F_in], ``"out_in"``) or d = e Eᵀ (weight [F_in, F_out], ``"in_out"``). e [N, F_out]."""
+    op = "fc_proj"
+    layout, n, f_in, f_out = _projection_shapes(op, e, weight, weight_layout)
+    d = _output(op, "out", out, ("N", "F_in"), (n, f_in))
+    _ext().fc_proj(e.data.ptr, weight.data.ptr, d.data.ptr, n, f_in, f_out, layout, _check.stream_ptr())
+    return d
+
+
+def fc_error_proj(e, weight, h, *, weight_layout, activation, beta, dropout=0.0, dropout_key=0, rule="ekdaa", out=None):
+    """Error of the FC layer below: its d = fc_proj(e, weight) fed to the rule's epilogue (see module doc).
+
+    h [N, F_in] is the pre-activation of the layer below; dropout/dropout_key are that layer's.
+    """
+    op = "fc_error_proj"
+    act = activation_code(op, activation)
+    rule_c = rule_code(op, rule, activation)
+    beta = finite_float(op, "beta", beta)
+    layout, n, f_in, f_out = _projection_shapes(op, e, weight, weight_layout)
+    _check.check_array(op, "h", h, "float32", ("N", "F_in"), (n, f_in))
+    key, threshold, scale = dropout_args(op, dropout, dropout_key, n * f_in)
+    e_below = _output(op, "out", out, ("N", "F_in"), (n, f_in))
+    _ext().fc_error_proj(
+        e.data.ptr,
+        weight.data.ptr,
+        h.data.ptr,
+        e_below.data.ptr,
+        n,
+        f_in,
+        f_out,
+        layout,
+        rule_c,
+        act,
+        beta,
+        key,
+        threshold,
+        scale,
+        _check.stream_ptr(),
+    )
+    return e_below
+
+
+def error_epilogue(d, h, *, activation, beta, dropout=0.0, dropout_key=0, rule="ekdaa", out=None):
+    """e = epilogue(h, d) ⊙ m/(1−p) elementwise (rule "ekdaa" or "bp"); d and h of any one shape.
+
+    The dropout counter of an element is its flat C-order index.
+    """
+    op = "error_epilogue"
+    act = activation_code(op, activation)
+    rule_c = rule_code(op, rule, activation)
+    beta = finite_float(op, "beta", beta)
+    spec = any_shape_spec(getattr(d, "ndim", 0))
+    _check.check_array(op, "d", d, "float32", spec)
+    _check.check_array(op, "h", h, "float32", spec, d.shape)
+    key, threshold, scale = dropout_args(op, dropout, dropout_key, d.size)
+    e = _output(op, "out", out, spec, d.shape)
+    _ext().error_epilogue(
+        d.data.ptr, h.data.ptr, e.data.ptr, d.size, rule_c, act, beta, key, threshold, scale, _check.stream_ptr()
+    )
+    return e
+
+
+def fc_update(z, e, *, gamma=0.1, bias=True, out=None):
+    """(ΔW = eᵀ z [F_out, F_in], Δb = Σ_n e [F_out] or None, ΔE = γ ΔWᵀ [F_in, F_out]). z [N, F_in], e [N, F_out].
+
+    ``out`` = optional (dW, db, dE) to write into (db None when ``bias`` is False).
+    """
+    op = "fc_update"
+    gamma = finite_float(op, "gamma", gamma)
+    _check.check_array(op, "z", z, "float32", ("N", "F_in"))
+    n, f_in = z.shape
+    _check.check_array(op, "e", e, "float32", ("N", "F_out"), (n, None))
+    f_out = e.shape[1]
+    dw_out, db_out, de_out = _outputs(op, out, 3)
+    dw = _output(op, "out[0] (dW)", dw_out, ("F_out", "F_in"), (f_out, f_in))
+    de = _output(op, "out[2] (dE)", de_out, ("F_in", "F_out"), (f_in, f_out))
+    stream = _check.stream_ptr()
+    _ext().fc_update(z.data.ptr, e.data.ptr, dw.data.ptr, de.data.ptr, n, f_in, f_out, gamma, stream)
+    db = None
+    if bias:
+        db = _output(op, "out[1] (db)", db_out, ("F_out",), (f_out,))
+        _ext().fc_bias_update(e.data.ptr, db.data.ptr, n, f_out, stream)
+    return dw, db, de
+
+
+def softmax_error(h, labels, *, out=None):
+    """(probs = softmax(h), e = probs − onehot(labels), loss [N] = −log probs[n, label_n]).
+
+    h [N, C] float32, labels [N] int32. A label outside [0, C) makes its row of e and its loss NaN.
+    ``out`` = optional (probs, e, loss) to write into.
+    """
+    op = "softmax_error"
+    _check.check_array(op, "h", h, "float32", ("N", "C"))
+    n, c = h.shape
+    _check.check_array(op, "labels", labels, "int32", ("N",), (n,))
+    p_out, e_out, l_out = _outputs(op, out, 3)
+    probs = _output(op, "out[0] (probs)", p_out, ("N", "C"), (n, c))
+    e = _output(op, "out[1] (e)", e_out, ("N", "C"), (n, c))
+    loss = _output(op, "out[2] (loss)", l_out, ("N",), (n,))
+    _ext().softmax_error(
+        h.data.ptr, labels.data.ptr, probs.data.ptr, e.data.ptr, loss.data.ptr, n, c, _check.stream_ptr()
+    )
+    return probs, e, loss
