@@ -1,0 +1,146 @@
+"""Training loop: checkpoints, exact resume, divergence handling, the CLI, and the real end-to-end run."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+import ekdaa_cuda as ek
+from ekdaa_cuda import cli, training
+from ekdaa_cuda.data import DatasetNotFoundError, load_dataset
+
+SMALL = dict(widths=(4, 6, 8, 16), backend="numpy", progress=False)
+
+
+def synthetic(n_train=120, n_test=40, seed=0):
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(-0.5, 0.5, (10, 1, 28, 28))
+    ytr, yte = rng.integers(0, 10, n_train), rng.integers(0, 10, n_test)
+    noise = lambda n: 0.2 * rng.standard_normal((n, 1, 28, 28))  # noqa: E731
+    return ((templates[ytr] + noise(n_train)).astype(np.float32), ytr,
+            (templates[yte] + noise(n_test)).astype(np.float32), yte)
+
+
+def fmnist(train_limit, test_limit=None):
+    try:
+        return (*load_dataset("fmnist", "train", limit=train_limit), *load_dataset("fmnist", "test", limit=test_limit))
+    except DatasetNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): {exc}")
+
+
+def params_equal(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+
+def test_history_and_outputs(tmp_path):
+    result = ek.train("fmnist", epochs=2, batch_size=25, data=synthetic(), out_dir=tmp_path, dropout=0.2, **SMALL)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert 0.0 <= result.test_accuracy <= 1.0 and result.steps == 2 * 5
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["history"] == json.loads(json.dumps(result.history))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    arrays, state = training.load_checkpoint(tmp_path / "checkpoint.npz")
+    assert state["epoch"] == 2 and int(arrays["step_count"]) == 10
+
+
+def test_resume_after_epoch_equals_uninterrupted_run(tmp_path):
+    data = synthetic()
+    full = ek.train("fmnist", epochs=3, batch_size=25, data=data, out_dir=tmp_path / "full", dropout=0.2, **SMALL)
+    ek.train("fmnist", epochs=1, batch_size=25, data=data, out_dir=tmp_path / "part", dropout=0.2, **SMALL)
+    resumed = ek.train("fmnist", epochs=3, batch_size=25, data=data, out_dir=tmp_path / "part", resume=True,
+                       dropout=0.2, **SMALL)
+    assert params_equal(full.model, resumed.model)
+    assert full.model.optimizer.t == resumed.model.optimizer.t == 15
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(full.history) == strip(resumed.history)
+
+
+def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, monkeypatch):
+    data = synthetic()
+    full = ek.train("fmnist", epochs=2, batch_size=20, data=data, optimizer="adam", **SMALL)
+
+    real_step = ek.Model.step
+    calls = {"n": 0}
+
+    def crashing_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:  # killed during epoch 2, after the checkpoint at step 8
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(ek.Model, "step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        ek.train("fmnist", epochs=2, batch_size=20, data=data, optimizer="adam", out_dir=tmp_path,
+                 checkpoint_every=4, **SMALL)
+    monkeypatch.setattr(ek.Model, "step", real_step)
+    _, state = training.load_checkpoint(tmp_path / "checkpoint.npz")
+    assert (state["epoch"], state["position"]) == (1, 2)
+    resumed = ek.train("fmnist", epochs=2, batch_size=20, data=data, optimizer="adam", out_dir=tmp_path,
+                       resume=True, checkpoint_every=4, **SMALL)
+    assert params_equal(full.model, resumed.model)
+    assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-12)
+    assert resumed.history[-1]["test_accuracy"] == full.history[-1]["test_accuracy"]
+
+
+def test_resume_refuses_other_settings_and_missing_checkpoint(tmp_path):
+    data = synthetic()
+    ek.train("fmnist", epochs=1, data=data, out_dir=tmp_path, **SMALL)
+    with pytest.raises(ValueError, match="different settings"):
+        ek.train("fmnist", epochs=2, data=data, out_dir=tmp_path, resume=True, lr=1e-2, **SMALL)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        ek.train("fmnist", epochs=2, data=data, out_dir=tmp_path / "empty", resume=True, **SMALL)
+    (tmp_path / "checkpoint.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="unreadable"):
+        ek.train("fmnist", epochs=2, data=data, out_dir=tmp_path, resume=True, **SMALL)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+    data = synthetic()
+    with pytest.raises(training.TrainingDiverged, match="diverged.*last good checkpoint"):
+        ek.train("fmnist", epochs=50, data=data, out_dir=tmp_path, rule="bp", activation="linear", lr=10.0,
+                 checkpoint_every=1, **SMALL)
+    arrays, state = training.load_checkpoint(tmp_path / "checkpoint.npz")
+    assert int(arrays["step_count"]) >= 1
+    assert all(np.all(np.isfinite(v)) for k, v in arrays.items() if k.startswith("param."))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="epochs"):
+        ek.train("fmnist", epochs=0, data=synthetic(), **SMALL)
+    with pytest.raises(ValueError, match="preset"):
+        ek.train("mnist", data=synthetic(), **SMALL)
+    x, y, xt, yt = synthetic()
+    with pytest.raises(ValueError, match="NaN"):
+        ek.train("fmnist", data=(np.where(x > 0.3, np.nan, x), y, xt, yt), **SMALL)
+
+
+def test_cli_train_on_real_data(tmp_path, capsys):
+    fmnist(10)  # skips when the data is not installed
+    code = cli.main(["train", "--preset", "fmnist", "--epochs", "1", "--train-limit", "300", "--test-limit", "200",
+                     "--backend", "numpy", "--out", str(tmp_path), "--no-progress", "--lr", "1e-3"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "epoch 1/1" in out and "test accuracy" in out
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "checkpoint.npz").exists()
+    code = cli.main(["train", "--epochs", "2", "--train-limit", "300", "--test-limit", "200", "--backend", "numpy",
+                     "--out", str(tmp_path), "--no-progress", "--lr", "1e-3", "--resume"])
+    assert code == 0 and "resumed" in capsys.readouterr().out
+    assert cli.main(["train", "--epochs", "1", "--backend", "numpy", "--dropout", "0.2", "--dataset", "nope"]) == 2
+    assert "unknown" in capsys.readouterr().err.lower()
+    assert cli.main(["info"]) == 0
+
+
+def test_one_epoch_of_10k_fashion_mnist_reaches_75_percent():
+    """Acceptance check of the foundation issue, on the numpy backend (about 15 s on 2 cores).
+
+    Adam (lr 1e-3) is used: with the paper's SGD setting one epoch of 10k images lands at 75-79%
+    depending on the seed, too close to the bar for a test; Adam measured 80.5% (seed 0).
+    """
+    data = fmnist(10_000)
+    t0 = time.perf_counter()
+    result = ek.train("fmnist", epochs=1, backend="numpy", progress=False, data=data, optimizer="adam", lr=1e-3)
+    print(f"1 epoch, 10k images: test accuracy {result.test_accuracy:.4f}, {result.images_per_second:.0f} images/s, "
+          f"{time.perf_counter() - t0:.1f} s")
+    assert result.test_accuracy >= 0.75
