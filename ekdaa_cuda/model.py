@@ -22,8 +22,9 @@ import math
 import numpy as np
 
 from . import reference as ref
+from .backend_numpy import NumpyBackend
 from .layers import Block, build_blocks, preset_layers
-from .optim import DEFAULT_HYPER, Optimizer
+from .optim import DEFAULT_HYPER
 
 RULES = ("ekdaa", "bp")
 
@@ -88,7 +89,7 @@ class Model:
     """A CNN trained by a local learning rule; see ``build_model``."""
 
     def __init__(self, layers, input_shape, rule: str = "ekdaa", seed: int = 0, options: dict | None = None,
-                 preset: str | None = None):
+                 preset: str | None = None, backend=None):
         if rule not in RULES:
             raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
         options = dict(options or {})
@@ -97,6 +98,7 @@ class Model:
         self.layer_specs, self.input_shape = list(layers), tuple(int(s) for s in input_shape)
         self.user_options = options
         self.dtype = np.dtype(self.opts["dtype"])
+        self.backend = backend if backend is not None else NumpyBackend(self.dtype)
         self.blocks: list[Block] = build_blocks(layers, self.input_shape, self.opts["activation"],
                                                 self.opts["dropout_conv"], self.opts["dropout_fc"],
                                                 self.opts["bias"])
@@ -106,9 +108,9 @@ class Model:
             for b in self.blocks:
                 if b.activation == "signum" and not (b.kind == "conv" and self.conv_forward_linear):
                     raise ValueError(f"rule 'bp' needs a differentiable activation; {b.name} uses signum")
-        self.params = self._init_params()
-        self.optimizer = Optimizer(self.opts["optimizer"], self.opts["lr"], self.opts["rho"],
-                                   **{k: self.opts[k] for k in DEFAULT_HYPER})
+        self.params = {k: self.backend.asarray(v) for k, v in self._init_params().items()}
+        self.optimizer = self.backend.make_optimizer(self.params, self.opts["optimizer"], self.opts["lr"],
+                                                     self.opts["rho"], {k: self.opts[k] for k in DEFAULT_HYPER})
         self.step_count = 0
 
     # ------------------------------------------------------------ parameters
@@ -132,7 +134,7 @@ class Model:
 
     def state_dict(self) -> dict:
         """Copies of every parameter as NumPy arrays, keyed ``<layer>.weight|bias|error_weight``."""
-        return {k: v.copy() for k, v in self.params.items()}
+        return {k: self.backend.to_numpy(v) for k, v in self.params.items()}
 
     def load_state_dict(self, state: dict) -> None:
         missing = set(self.params) - set(state)
@@ -146,8 +148,9 @@ class Model:
                 raise ValueError(f"load_state_dict: {k} has shape {arr.shape}, expected {self.params[k].shape}")
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"load_state_dict: {k} contains NaN or inf")
-            new[k] = np.array(arr, dtype=self.dtype)
-        self.params = new
+            new[k] = arr
+        for k, v in new.items():  # in place: an optimizer may hold references to the parameter arrays
+            self.params[k][...] = self.backend.asarray(v)
 
     @property
     def config(self) -> dict:
@@ -157,7 +160,7 @@ class Model:
 
     def __repr__(self) -> str:
         parts = [f"{b.name}({'x'.join(map(str, b.weight_shape))}{', pool' if b.pool else ''})" for b in self.blocks]
-        return f"Model(rule={self.rule!r}, backend='numpy', {' -> '.join(parts)})"
+        return f"Model(rule={self.rule!r}, backend={self.backend.name!r}, {' -> '.join(parts)})"
 
     # ------------------------------------------------------------ input checks
 
@@ -189,53 +192,36 @@ class Model:
 
     # ------------------------------------------------------------ forward
 
-    def _mask(self, b: Block, n: int, step: int | None):
-        """Inverted-dropout multiplier of block b at a training step (None: no dropout)."""
-        if step is None or b.dropout == 0.0:
-            return None
-        mask = ref.dropout_mask(self.seed, step, b.index, (n, *b.h_shape), b.dropout, self.dtype)
-        return ref.to_nhwc(mask) if b.kind == "conv" else mask
-
-    def _forward(self, x: np.ndarray, step: int | None):
-        """Run the network on NCHW x. With a step, apply dropout and keep what the updates need."""
-        a = ref.to_nhwc(x)
-        caches = []
+    def _forward(self, x, step: int | None):
+        """Run the network on backend input x. With a step, apply that step's dropout and keep
+        what the updates need (per-block caches)."""
+        be = self.backend
+        a, caches = x, []
         for b in self.blocks:
             w = self.params[f"{b.name}.weight"]
             bias = self.params.get(f"{b.name}.bias")
+            key = None if step is None or b.dropout == 0.0 else ref.dropout_key(self.seed, step, b.index)
             if b.flatten_before:
-                a = ref.to_nchw(a).reshape(len(a), -1) if a.ndim == 4 else a
-            cache = {"z": a}
+                a = be.flatten(a)
             if b.kind == "conv":
-                if step is None:
-                    h = ref.conv2d_nhwc(a, w, bias)
-                else:  # keep im2col(z): the filter update reuses it
-                    h, cache["cols"] = ref.conv2d_nhwc(a, w, bias, return_cols=True)
+                a, cache = be.conv_fwd(a, w, bias, b, not self.conv_forward_linear, key, step is not None)
+            elif b.kind == "fc":
+                a, cache = be.fc_fwd(a, w, bias, b, True, key, step is not None)
             else:
-                h = ref.linear(a, w, bias)
-            cache["h"] = h
-            if b.kind == "output":
-                a = ref.softmax(h)
-            else:
-                a = h if (b.kind == "conv" and self.conv_forward_linear) else ref.activate(b.activation, h)
-                mask = self._mask(b, len(x), step)
-                if mask is not None:
-                    a = a * mask
-                cache["mask"] = mask
-                if b.pool:
-                    a, cache["argmax"] = ref.maxpool2x2_nhwc(a)
+                a, cache = be.output_fwd(a, w, bias)
             caches.append(cache)
         return a, caches
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities [N, classes] for NCHW input x (inference: no dropout)."""
+    def forward(self, x) -> np.ndarray:
+        """Class probabilities [N, classes] (NumPy) for NCHW input x (inference: no dropout)."""
         x = self.check_input(x)
-        return np.concatenate([self._forward(x[i:i + EVAL_BATCH], None)[0] for i in range(0, len(x), EVAL_BATCH)])
+        chunks = [self._forward(self.backend.input(x[i:i + EVAL_BATCH]), None)[0] for i in range(0, len(x), EVAL_BATCH)]
+        return np.concatenate([self.backend.to_numpy(c) for c in chunks])
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x) -> np.ndarray:
         return self.forward(x).argmax(axis=1)
 
-    def evaluate(self, x: np.ndarray, labels: np.ndarray) -> dict:
+    def evaluate(self, x, labels) -> dict:
         """Mean cross-entropy and accuracy (fraction) over a dataset."""
         probs = self.forward(x)
         labels = self.check_labels(labels, len(x), "evaluate")
@@ -244,83 +230,76 @@ class Model:
 
     # ------------------------------------------------------------ learning rules
 
-    def _epilogue(self, b: Block, cache: dict, d: np.ndarray, rule: str) -> np.ndarray:
-        """Error unit of block b from the projected signal d at its pre-activation resolution."""
-        h = cache["h"]
-        if rule == "ekdaa":
-            e = ref.target_error(b.activation, h, d, self.opts["beta"])
-        else:
-            linear = b.kind == "conv" and self.conv_forward_linear
-            e = d if linear else d * ref.activation_derivative(b.activation, h)
-        return e if cache["mask"] is None else e * cache["mask"]
-
-    def _release_normalize(self, d: np.ndarray, rule: str) -> np.ndarray:
+    def _normalize_release(self, d, rule: str):
+        """normalize="release": divide d by max(d) when that exceeds 1 (EKDAA only)."""
         if rule == "ekdaa" and self.opts["normalize"] == "release":
-            peak = d.max()
+            peak = float(d.max())
             if peak > 1:
-                d = d / peak
+                d = d / d.dtype.type(peak)
         return d
 
-    def _backward(self, caches: list, probs: np.ndarray, labels: np.ndarray, rule: str,
-                  errors: dict | None = None) -> dict:
-        """The rule's raw updates, keyed like the state dict (summed over the batch).
+    def _error_below(self, e, block: Block, below: Block, cache: dict, rule: str):
+        """Error units of ``below`` from the error e of ``block`` (SPEC.md step 3)."""
+        be, opts = self.backend, self.opts
+        kernel = self.params[f"{block.name}.{'error_weight' if rule == 'ekdaa' else 'weight'}"]
+        kind = "target" if rule == "ekdaa" else "derivative"
+        linear = below.kind == "conv" and self.conv_forward_linear
+        if block.kind == "conv" and not (rule == "ekdaa" and opts["normalize"] == "release"):
+            return be.conv_backproject(e, kernel, cache, below, kind, opts["beta"], linear, opts["unpool"])
+        if block.kind == "conv":
+            d = be.conv_project(e, kernel)
+        else:
+            d = be.fc_project(e, kernel, "in_out" if rule == "ekdaa" else "out_in")
+            if below.kind == "conv":  # unflatten to the conv block's output map
+                d = be.to_map(d, below.out_shape)
+        d = self._normalize_release(d, rule)
+        if below.pool:
+            d = be.unpool(d, cache, below, opts["unpool"])
+        return be.epilogue(d, cache, below, kind, opts["beta"], linear)
 
-        With ``errors`` given, every layer's error unit e is stored there too (public layout).
+    def _backward(self, caches: list, probs, labels, rule: str, errors: dict | None = None) -> dict:
+        """The rule's raw updates, keyed like the state dict (summed over the batch), as backend arrays.
+
+        With ``errors`` given, every layer's error unit e is stored there too (public layout, NumPy).
         """
-        gamma = self.dtype.type(self.opts["gamma"])
+        be = self.backend
+        gamma = float(self.opts["gamma"])
         grads = {}
-        e = probs - ref.one_hot(labels, self.classes, self.dtype)  # e_y = z_y − onehot
-        d = None
+        e = be.output_error(probs, labels)  # e_y = z_y − onehot
         for i in range(len(self.blocks) - 1, -1, -1):
             b, cache = self.blocks[i], caches[i]
-            if b.kind != "output":
-                if b.kind == "conv" and d.ndim == 2:  # unflatten to the block's output map (NCHW order)
-                    d = ref.to_nhwc(d.reshape(len(d), *b.out_shape))
-                if b.pool:
-                    hw = b.h_shape[1:]
-                    d = (ref.unpool_argmax_nhwc(d, cache["argmax"], hw) if self.opts["unpool"] == "argmax"
-                         else ref.unpool_bilinear_nhwc(d, hw))
-                e = self._epilogue(b, cache, d, rule)
-            if errors is not None:  # the output's e is z_y − onehot, set above the loop
-                errors[b.name] = ref.to_nchw(e) if e.ndim == 4 else e.copy()
-            z = cache["z"]
-            if b.kind == "conv":
-                dw = ref.conv2d_filter_grad_nhwc(z, e, b.kernel, cache["cols"])
-                if rule == "ekdaa" and self.opts["normalize"] == "release":
-                    peak = dw.max()
-                    if peak > 1:
-                        dw = dw / peak
-                    dw = dw / (b.weight_shape[0] * b.weight_shape[1])
-                db = e.sum(axis=(0, 1, 2))
-            else:
-                dw = e.T @ z
-                db = e.sum(axis=0)
-            grads[f"{b.name}.weight"] = np.ascontiguousarray(dw)
+            if errors is not None:
+                errors[b.name] = be.to_numpy(be.public(e))
+            dw, db = be.weight_update(cache, e, b)
+            if b.kind == "conv" and rule == "ekdaa" and self.opts["normalize"] == "release":
+                peak = float(dw.max())
+                if peak > 1:
+                    dw = dw / dw.dtype.type(peak)
+                dw = dw / dw.dtype.type(b.weight_shape[0] * b.weight_shape[1])
+            grads[f"{b.name}.weight"] = dw
             if b.bias:
                 grads[f"{b.name}.bias"] = db
-            if rule == "ekdaa":
-                grads[f"{b.name}.error_weight"] = gamma * (dw if b.kind == "conv" else dw.T)
-            if i == 0:
-                break
-            k = self.params[f"{b.name}.{'error_weight' if rule == 'ekdaa' else 'weight'}"]
-            if b.kind == "conv":
-                d = ref.conv2d_transpose_nhwc(e, k)
-            else:
-                d = e @ (k.T if rule == "ekdaa" else k)
-            d = self._release_normalize(d, rule)
-        return {k: np.ascontiguousarray(v) for k, v in grads.items()}
+            if rule == "ekdaa":  # ΔE = γ ΔWᵀ (FC) / γ ΔW (conv)
+                grads[f"{b.name}.error_weight"] = be.xp.ascontiguousarray(
+                    dw.dtype.type(gamma) * (dw if b.kind == "conv" else dw.T))
+            if i > 0:
+                e = self._error_below(e, b, self.blocks[i - 1], caches[i - 1], rule)
+        return grads
 
     def _updates(self, x, labels, rule: str, op: str, errors: dict | None = None):
         x = self.check_input(x, op)
         labels = self.check_labels(labels, len(x), op)
-        probs, caches = self._forward(x, self.step_count)
-        return self._backward(caches, probs, labels, rule, errors), probs, labels
+        probs, caches = self._forward(self.backend.input(x), self.step_count)
+        return self._backward(caches, probs, self.backend.labels(labels), rule, errors), probs, labels
 
-    def updates(self, x: np.ndarray, labels: np.ndarray) -> dict:
+    def _host(self, grads: dict) -> dict:
+        return {k: np.ascontiguousarray(self.backend.to_numpy(v)) for k, v in grads.items()}
+
+    def updates(self, x, labels) -> dict:
         """The rule's raw updates for one batch (before the optimizer), at the current step's dropout."""
-        return self._updates(x, labels, self.rule, "updates")[0]
+        return self._host(self._updates(x, labels, self.rule, "updates")[0])
 
-    def errors(self, x: np.ndarray, labels: np.ndarray, rule: str | None = None) -> dict:
+    def errors(self, x, labels, rule: str | None = None) -> dict:
         """Every layer's error unit e for a batch (conv: [N, C, H, W] at pre-pool resolution; FC: [N, F]).
 
         For EKDAA e = (φ(h) − y)·m/(1−p); for BP it is δ = ∂CE/∂h. The output layer's is z_y − onehot.
@@ -329,39 +308,38 @@ class Model:
         self._updates(x, labels, rule or self.rule, "errors", errors)
         return errors
 
-    def gradients(self, x: np.ndarray, labels: np.ndarray) -> dict:
+    def gradients(self, x, labels) -> dict:
         """Exact backprop gradients of the summed cross-entropy (same forward, same dropout masks)."""
-        return self._updates(x, labels, "bp", "gradients")[0]
+        return self._host(self._updates(x, labels, "bp", "gradients")[0])
 
-    def alignment(self, x: np.ndarray, labels: np.ndarray) -> dict:
+    def alignment(self, x, labels) -> dict:
         """Per-layer angle in degrees between the rule's ΔW and the true gradient, and between E and Wᵀ."""
         upd, grad = self.updates(x, labels), self.gradients(x, labels)
+        params = self.state_dict()
         out = {}
         for b in self.blocks:
             key = f"{b.name}.weight"
             out[f"{b.name}.update_angle"] = _angle(upd[key], grad[key])
-            w, e = self.params[key], self.params[f"{b.name}.error_weight"]
+            w, e = params[key], params[f"{b.name}.error_weight"]
             out[f"{b.name}.error_weight_angle"] = _angle(e, w if b.kind == "conv" else w.T)
         return out
 
-    def step(self, x: np.ndarray, labels: np.ndarray, lr_scale: float = 1.0) -> dict:
+    def step(self, x, labels, lr_scale: float = 1.0) -> dict:
         """One optimizer step on a batch. Returns the batch's loss (mean) and accuracy.
 
         Nothing is changed unless the whole step succeeds: a non-finite update raises
         FloatingPointError and leaves parameters, optimizer state and step count as they were.
         """
+        be = self.backend
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are caught just below
             grads, probs, labels = self._updates(x, labels, self.rule, "step")
-            new_params, new_state, t = self.optimizer.apply(self.params, grads, lr_scale)
-        for k, g in grads.items():
-            if not np.all(np.isfinite(g)):
-                raise FloatingPointError(f"step {self.step_count}: update of {k} is not finite; model unchanged")
-        for k, p in new_params.items():
-            if not np.all(np.isfinite(p)):
-                raise FloatingPointError(f"step {self.step_count}: {k} would become non-finite; model unchanged")
-        self.params = {**self.params, **new_params}
-        self.optimizer.commit(new_state, t)
+            if not be.all_finite(grads.values()):
+                bad = [k for k, g in grads.items() if not be.all_finite([g])]
+                raise FloatingPointError(f"step {self.step_count}: update of {', '.join(bad)} is not finite; "
+                                         "model unchanged")
+            self.params = self.optimizer.step(self.params, grads, lr_scale)
         self.step_count += 1
+        probs = be.to_numpy(probs)
         return {"loss": ref.cross_entropy(probs, labels) / len(labels),
                 "accuracy": float(np.mean(probs.argmax(1) == labels))}
 
@@ -369,7 +347,7 @@ class Model:
 
     def checkpoint_arrays(self) -> dict:
         """Everything needed to continue training exactly: parameters, optimizer state, step, config."""
-        arrays = {f"param.{k}": v for k, v in self.params.items()}
+        arrays = {f"param.{k}": v for k, v in self.state_dict().items()}
         arrays.update(self.optimizer.state_dict())
         arrays["step_count"] = np.array(self.step_count, dtype=np.int64)
         arrays["config_json"] = np.array(json.dumps(self.config))

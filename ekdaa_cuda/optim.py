@@ -59,6 +59,16 @@ class Optimizer:
         self.state.update(new_state)
         self.t = t
 
+    def step(self, params: dict, grads: dict, lr_scale: float = 1.0) -> dict:
+        """Apply one step and return the new parameter dict; raise FloatingPointError, changing
+        nothing, if a parameter would become non-finite."""
+        new_params, new_state, t = self.apply(params, grads, lr_scale)
+        for key, p in new_params.items():
+            if not np.all(np.isfinite(p)):
+                raise FloatingPointError(f"step {self.t}: {key} would become non-finite; model unchanged")
+        self.commit(new_state, t)
+        return {**params, **new_params}
+
     def state_dict(self) -> dict:
         flat = {"optimizer.t": np.array(self.t, dtype=np.int64)}
         for key, st in self.state.items():

@@ -21,7 +21,7 @@ def learnable_batch(rng, n, dtype=np.float32):
 
 
 def summed_ce(model, x, labels):
-    return ref.cross_entropy(model._forward(x.astype(model.dtype), model.step_count)[0], labels)
+    return ref.cross_entropy(model._forward(model.backend.input(x), model.step_count)[0], labels)
 
 
 NETS = {
