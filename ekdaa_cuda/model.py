@@ -89,7 +89,7 @@ class Model:
     """A CNN trained by a local learning rule; see ``build_model``."""
 
     def __init__(self, layers, input_shape, rule: str = "ekdaa", seed: int = 0, options: dict | None = None,
-                 preset: str | None = None, backend=None):
+                 preset: str | None = None, backend: str = "numpy"):
         if rule not in RULES:
             raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
         options = dict(options or {})
@@ -98,7 +98,7 @@ class Model:
         self.layer_specs, self.input_shape = list(layers), tuple(int(s) for s in input_shape)
         self.user_options = options
         self.dtype = np.dtype(self.opts["dtype"])
-        self.backend = backend if backend is not None else NumpyBackend(self.dtype)
+        self.backend = make_backend(backend, self.opts["dtype"])
         self.blocks: list[Block] = build_blocks(layers, self.input_shape, self.opts["activation"],
                                                 self.opts["dropout_conv"], self.opts["dropout_fc"],
                                                 self.opts["bias"])
@@ -379,22 +379,13 @@ def build_model(preset_or_layers="fmnist", rule: str = "ekdaa", backend: str = "
     (Pascanu), dtype="float32"|"float64", widths=(...) to resize a preset's layers,
     input_shape=(C, H, W) for a list of layers.
     """
-    from ._device import cuda_available, cuda_status
-
-    if backend not in ("auto", "numpy", "cuda"):
-        raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'numpy' or 'cuda'")
-    if backend == "cuda":
-        raise RuntimeError("backend='cuda' is not available yet in this build "
-                           f"(CUDA status: {cuda_status()}); use backend='numpy'")
-    if backend == "auto" and cuda_available():
-        pass  # the CUDA model lands with the CUDA backend; until then auto means numpy
     widths = options.pop("widths", None)
     input_shape = options.pop("input_shape", None)
     if isinstance(preset_or_layers, str):
         layers, shape = preset_layers(preset_or_layers, widths)
         if input_shape is not None and tuple(input_shape) != tuple(shape):
             raise ValueError(f"preset {preset_or_layers!r} takes input_shape {shape}, got {tuple(input_shape)}")
-        model = Model(layers, shape, rule, seed, options, preset=preset_or_layers)
+        model = Model(layers, shape, rule, seed, options, preset=preset_or_layers, backend=backend)
         if widths is not None:
             model.user_options["widths"] = list(widths)
         return model
@@ -402,4 +393,23 @@ def build_model(preset_or_layers="fmnist", rule: str = "ekdaa", backend: str = "
         raise ValueError("widths only applies to presets; set the sizes in the layer specs")
     if input_shape is None:
         raise ValueError("a list of layers needs input_shape=(C, H, W)")
-    return Model(list(preset_or_layers), input_shape, rule, seed, options)
+    return Model(list(preset_or_layers), input_shape, rule, seed, options, backend=backend)
+
+
+def make_backend(name: str, dtype: str):
+    """The backend object for ``backend=name``: "auto" picks CUDA when it is usable, else NumPy."""
+    from ._device import cuda_available, cuda_status
+
+    if name not in ("auto", "numpy", "cuda"):
+        raise ValueError(f"unknown backend {name!r}; choose 'auto', 'numpy' or 'cuda'")
+    if name == "auto":
+        name = "cuda" if cuda_available() and dtype == "float32" else "numpy"
+    if name == "numpy":
+        return NumpyBackend(dtype)
+    if not cuda_available():
+        raise RuntimeError(f"backend='cuda' is not usable here: {cuda_status()}; use backend='numpy'")
+    if dtype != "float32":
+        raise ValueError(f"backend='cuda' computes in float32, got dtype={dtype!r}; use backend='numpy' for float64")
+    from .backend_cuda import CudaBackend
+
+    return CudaBackend()
