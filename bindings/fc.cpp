@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <string>
 
 #include "common.cuh"
 #include "fc.h"
@@ -24,7 +25,8 @@ T* ptr(std::uintptr_t address) {
 cudaStream_t stream_of(std::uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
 
 ekdaa::Dropout dropout_of(const char* op, std::uint32_t key, std::uint32_t threshold, float scale) {
-    ekdaa::require(threshold < (1u << 24), op, "dropout threshold must be < 2^24 (p < 1), got " + std::to_string(threshold));
+    ekdaa::require(threshold < (1u << 24), op,
+                   "dropout threshold must be < 2^24 (p < 1), got " + std::to_string(threshold));
     ekdaa::require(scale >= 1.0f, op, "dropout scale must be 1/(1-p) >= 1, got " + std::to_string(scale));
     return ekdaa::Dropout{key, threshold, scale};
 }
@@ -43,7 +45,8 @@ FloatArray host_error_epilogue(int rule, int act, FloatArray h, FloatArray d, fl
     const float* dd = d.data();
     float* out = e.mutable_data();
     for (py::ssize_t i = 0; i < h.size(); ++i)
-        out[i] = ekdaa::error_unit(rule, act, hp[i], dd[i], beta) * ekdaa::dropout_factor(dp, static_cast<std::uint32_t>(i));
+        out[i] = ekdaa::error_unit(rule, act, hp[i], dd[i], beta) *
+                 ekdaa::dropout_factor(dp, static_cast<std::uint32_t>(i));
     return e;
 }
 

@@ -14,7 +14,8 @@
 //
 // The matrix products share one plain shared-memory tiled GEMM (tile_gemm): one output per
 // thread, 16×16 tiles, k summed in ascending order — deterministic, and exact for small
-// integer inputs. Tested by tests/gpu/test_ops_fc.py (pytest -m gpu tests/gpu/test_ops_fc.py).
+// integer inputs. Test: `pytest tests/gpu/test_ops_fc.py` (GPU; skipped without one) and
+// `pytest tests/test_optim_host.py` (the epilogue compiled for the host). No benchmark yet.
 #include <algorithm>
 #include <initializer_list>
 #include <string>
@@ -181,7 +182,8 @@ void require_sizes(const char* op, std::initializer_list<int64_t> sizes) {
 }
 
 void require_act(const char* op, int act) {
-    require(act >= kTanh && act <= kSigmoid, op, "act must be an activation code in [0, 4], got " + std::to_string(act));
+    require(act >= kTanh && act <= kSigmoid, op,
+            "act must be an activation code in [0, 4], got " + std::to_string(act));
 }
 
 void require_rule(const char* op, int rule) {

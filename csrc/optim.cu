@@ -13,8 +13,8 @@
 // tables of int64 (addresses and sizes) built by ekdaa_cuda.ops.optim; each tensor is cut into
 // chunks of kOptimChunk elements and one block handles one chunk. Reductions use a fixed
 // assignment of elements to threads and a fixed tree, so steps are bit-for-bit reproducible.
-// Tested by tests/gpu/test_ops_optim.py (GPU) and tests/test_optim_host.py (CPU: the same
-// per-element code compiled for the host, and the table construction).
+// Test: `pytest tests/gpu/test_ops_optim.py` (GPU) and `pytest tests/test_optim_host.py` (CPU:
+// the same per-element code compiled for the host, and the table construction). No benchmark yet.
 #include <string>
 
 #include "common.cuh"
@@ -86,7 +86,8 @@ __global__ void optim_update_kernel(const int64_t* __restrict__ param_ptrs,     
 
 void require_tables(const char* op, int64_t T, int64_t n_chunks) {
     require(T >= 1, op, "need at least one tensor, got T=" + std::to_string(T));
-    require(n_chunks >= 0 && n_chunks <= INT32_MAX, op, "n_chunks must be in [0, 2^31), got " + std::to_string(n_chunks));
+    require(n_chunks >= 0 && n_chunks <= INT32_MAX, op,
+            "n_chunks must be in [0, 2^31), got " + std::to_string(n_chunks));
 }
 
 }  // namespace

@@ -164,8 +164,22 @@ def test_host_optim_step_matches_reference(C, rng, kind, rescale):
     for t, g in enumerate(grads, start=1):
         bc1 = 1 - HYPER["beta1"] ** t if kind == "adam" else 1.0
         bc2 = 1 - HYPER["beta2"] ** t if kind == "adam" else 1.0
-        C.host_optim_step(optim_ops.OPTIMIZER_CODES[kind], p32, g, s1, s2, lr, HYPER["momentum"], HYPER["beta1"],
-                          HYPER["beta2"], bc1, bc2, HYPER["decay"], HYPER["eps"], rho)
+        C.host_optim_step(
+            optim_ops.OPTIMIZER_CODES[kind],
+            p32,
+            g,
+            s1,
+            s2,
+            lr,
+            HYPER["momentum"],
+            HYPER["beta1"],
+            HYPER["beta2"],
+            bc1,
+            bc2,
+            HYPER["decay"],
+            HYPER["eps"],
+            rho,
+        )
         p64, state, t64 = oracle.apply(p64, {"p": g.astype(np.float64)})
         oracle.commit(state, t64)
     # float32 arithmetic over 5 steps: a few ulp of |p| ~ 1 plus lr-scaled rounding of the update.
@@ -196,8 +210,9 @@ def test_host_error_epilogue_matches_reference(C, rng, activation, rule, p):
     d = rng.integers(-4, 5, size=n).astype(np.float32)
     key = reference.dropout_key(int(rng.integers(1 << 31)), 3, 1)
     _, threshold, scale = fc_ops.dropout_args("test", p, key, n)
-    got = C.host_error_epilogue(fc_ops.RULE_CODES[rule], reference.ACTIVATION_CODES[activation], h, d, beta, key,
-                                threshold, scale)
+    got = C.host_error_epilogue(
+        fc_ops.RULE_CODES[rule], reference.ACTIVATION_CODES[activation], h, d, beta, key, threshold, scale
+    )
     h64, d64 = h.astype(np.float64), d.astype(np.float64)
     if rule == "ekdaa":
         want = reference.target_error(activation, h64, d64, beta)

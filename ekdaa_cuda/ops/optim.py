@@ -104,13 +104,14 @@ class MultiTensorOptimizer:
     def __init__(self, params, kind="sgd", lr=5e-4, momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8, decay=0.9, rho=0.0):
         hyper = check_hyper(kind, lr, momentum, beta1, beta2, eps, decay, rho)
         if isinstance(params, (str, bytes)) or not hasattr(params, "__len__") or len(params) == 0:
-            raise ValueError(f"{OP}: params must be a non-empty list of cupy arrays, got {params!r}")
+            raise ValueError(f"{OP}: params must be a non-empty list of cupy arrays, got {type(params).__name__}")
         params = list(params)
         for i, p in enumerate(params):
             ndim = getattr(p, "ndim", 0)
             _check.check_array(OP, f"params[{i}]", p, "float32", any_shape_spec(ndim))
         ptrs = [p.data.ptr for p in params]
-        if len(set(ptrs)) != len(ptrs):
+        nonempty = [ptr for ptr, p in zip(ptrs, params) if p.size > 0]
+        if len(set(nonempty)) != len(nonempty):
             raise ValueError(f"{OP}: params must be distinct arrays (the same array appears twice)")
         cp = _check._cupy()
         self.kind = kind
@@ -133,7 +134,8 @@ class MultiTensorOptimizer:
         op = f"{OP}.step"
         count = len(self.params)
         if isinstance(grads, (str, bytes)) or not hasattr(grads, "__len__") or len(grads) != count:
-            raise ValueError(f"{op}: grads must be a list of {count} arrays (one per parameter), got {grads!r}")
+            got = f"{type(grads).__name__} of length {len(grads)}" if hasattr(grads, "__len__") else repr(grads)
+            raise ValueError(f"{op}: grads must be a list of {count} arrays (one per parameter), got {got}")
         for i, (g, p) in enumerate(zip(grads, self.params)):
             _check.check_array(op, f"grads[{i}]", g, "float32", any_shape_spec(p.ndim), p.shape)
         scales = check_lr_scale(lr_scale, count)
