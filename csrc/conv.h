@@ -1,0 +1,347 @@
+// conv.h — conv-family ops of EKDAA (implemented in conv.cu; equations there): launcher
+// declarations, plus the per-thread bodies of every conv kernel as __host__ __device__
+// functions. The kernels in conv.cu are thin wrappers around these bodies, and
+// bindings/conv.cpp runs the same bodies in plain CPU loops (the _C.host_conv_* test hooks),
+// so tests/test_conv_indexing.py checks all index math, pooling, unpooling and epilogues on
+// the CPU against ekdaa_cuda.reference before any GPU run.
+//
+// Layout: float32 NCHW, contiguous. Conv weights [C_out, C_in, k, k] (PyTorch), k odd,
+// stride 1, "same" zero padding, cross-correlation. 2x2/stride-2 max-pool with floor (an odd
+// trailing row/column belongs to no window); argmax code q = 2·dy + dx (uint8) inside the
+// window, ties resolved to the first in row-major order. Dropout index = flat NCHW index of
+// the pre-pool tensor h.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "elementwise.cuh"
+#include "fc.h"  // Dropout, dropout_factor, error_unit, ErrorRule: shared with the FC kernels
+
+namespace ekdaa {
+
+// ------------------------------------------------------------------ index helpers
+
+EKDAA_HD int64_t nchw_index(int64_t n, int64_t c, int64_t y, int64_t x, int64_t C, int64_t H, int64_t W) {
+    return ((n * C + c) * H + y) * W + x;
+}
+
+// Window (i, j) of a 2x2 pool covers rows 2i, 2i+1 and columns 2j, 2j+1; position q = 2·dy + dx.
+EKDAA_HD int pool_dy(int q) { return q >> 1; }
+EKDAA_HD int pool_dx(int q) { return q & 1; }
+
+// Running argmax over a window visited in order q = 0, 1, 2, 3: a tie keeps the earlier q.
+EKDAA_HD void pool_argmax_update(int q, float v, float& best, int& code) {
+    if (q == 0 || v > best) {
+        best = v;
+        code = q;
+    }
+}
+
+// TF2 tf.image.resize bilinear, half-pixel centres, one axis: output `dst` of n_out reads
+// src = (dst + 0.5)·n_in/n_out − 0.5 clamped to [0, n_in − 1], i.e. (1 − frac)·in[lo] + frac·in[hi].
+// src is formed as ((2·dst + 1)·n_in) / (2·n_out) − 0.5 so an integer src is exact.
+EKDAA_HD void bilinear_source(int64_t dst, int64_t n_in, int64_t n_out, int64_t& lo, int64_t& hi, float& frac) {
+    float src = static_cast<float>((2 * dst + 1) * n_in) / static_cast<float>(2 * n_out) - 0.5f;
+    src = src < 0.0f ? 0.0f : src;
+    const float top = static_cast<float>(n_in - 1);
+    src = src > top ? top : src;
+    lo = static_cast<int64_t>(src);  // src >= 0: truncation is floor
+    hi = lo + 1 < n_in ? lo + 1 : lo;
+    frac = src - static_cast<float>(lo);
+}
+
+// h[n, co, y, x] = b[co] + Σ_{ci, ky, kx} w[co, ci, ky, kx] · x[n, ci, y + ky − k/2, x + kx − k/2]
+// (zero outside the image); b may be nullptr.
+EKDAA_HD float conv_at(const float* x,  // [N, C_in, H, W]
+                       const float* w,  // [C_out, C_in, k, k]
+                       const float* b,  // [C_out] or nullptr
+                       int64_t n, int64_t co, int64_t y, int64_t xx, int64_t C_in, int64_t H, int64_t W, int64_t k) {
+    const int64_t p = k / 2;
+    float acc = b != nullptr ? b[co] : 0.0f;
+    for (int64_t ci = 0; ci < C_in; ++ci) {
+        for (int64_t ky = 0; ky < k; ++ky) {
+            const int64_t iy = y + ky - p;
+            if (iy < 0 || iy >= H) continue;
+            for (int64_t kx = 0; kx < k; ++kx) {
+                const int64_t ix = xx + kx - p;
+                if (ix < 0 || ix >= W) continue;
+                acc += w[((co * C_in + ci) * k + ky) * k + kx] * x[nchw_index(n, ci, iy, ix, C_in, H, W)];
+            }
+        }
+    }
+    return acc;
+}
+
+// Transposed convolution (conv-backward-data) at one input position:
+// d[n, ci, y, x] = Σ_{co, ky, kx} K[co, ci, ky, kx] · e[n, co, y − ky + k/2, x − kx + k/2] (zero outside).
+EKDAA_HD float conv_transpose_at(const float* e,  // [N, C_out, H, W]
+                                 const float* K,  // [C_out, C_in, k, k]
+                                 int64_t n, int64_t ci, int64_t y, int64_t x, int64_t C_in, int64_t C_out, int64_t H,
+                                 int64_t W, int64_t k) {
+    const int64_t p = k / 2;
+    float acc = 0.0f;
+    for (int64_t co = 0; co < C_out; ++co) {
+        for (int64_t ky = 0; ky < k; ++ky) {
+            const int64_t oy = y - ky + p;
+            if (oy < 0 || oy >= H) continue;
+            for (int64_t kx = 0; kx < k; ++kx) {
+                const int64_t ox = x - kx + p;
+                if (ox < 0 || ox >= W) continue;
+                acc += K[((co * C_in + ci) * k + ky) * k + kx] * e[nchw_index(n, co, oy, ox, C_out, H, W)];
+            }
+        }
+    }
+    return acc;
+}
+
+// ------------------------------------------------------------------ per-thread bodies
+
+// conv_block_fwd: h = conv(x, w) + b; z = (apply_activation ? φ(h) : h) · m/(1−p);
+// out = maxpool2x2(z) with argmax, or out = z when !pool.
+struct ConvBlockFwdArgs {
+    const float* x;    // [N, C_in, H, W]
+    const float* w;    // [C_out, C_in, k, k]
+    const float* b;    // [C_out] or nullptr
+    float* h;          // [N, C_out, H, W]
+    float* out;        // [N, C_out, H/2, W/2] when pool, else [N, C_out, H, W]
+    uint8_t* argmax;   // [N, C_out, H/2, W/2] when pool, else unused
+    int64_t N, C_in, C_out, H, W, k;
+    int act;
+    bool apply_activation, pool;
+    Dropout dropout;
+};
+
+// Threads: pooled, one per 2x2 cell of a ceil(H/2) x ceil(W/2) grid (a cell on the odd trailing
+// row/column writes only h); unpooled, one per element of h.
+EKDAA_HD int64_t conv_block_fwd_threads(const ConvBlockFwdArgs& a) {
+    return a.pool ? a.N * a.C_out * ((a.H + 1) / 2) * ((a.W + 1) / 2) : a.N * a.C_out * a.H * a.W;
+}
+
+EKDAA_HD float block_output(const ConvBlockFwdArgs& a, float h, int64_t index) {
+    const float z = a.apply_activation ? activate<float>(a.act, h) : h;
+    return z * dropout_factor(a.dropout, static_cast<uint32_t>(index));
+}
+
+EKDAA_HD void conv_block_fwd_at(const ConvBlockFwdArgs& a, int64_t t) {
+    if (!a.pool) {
+        const int64_t x = t % a.W, y = (t / a.W) % a.H, co = (t / (a.W * a.H)) % a.C_out, n = t / (a.W * a.H * a.C_out);
+        const float h = conv_at(a.x, a.w, a.b, n, co, y, x, a.C_in, a.H, a.W, a.k);
+        a.h[t] = h;
+        a.out[t] = block_output(a, h, t);
+        return;
+    }
+    const int64_t Wc = (a.W + 1) / 2, Hc = (a.H + 1) / 2, Hp = a.H / 2, Wp = a.W / 2;
+    const int64_t j = t % Wc, i = (t / Wc) % Hc, co = (t / (Wc * Hc)) % a.C_out, n = t / (Wc * Hc * a.C_out);
+    const bool window = i < Hp && j < Wp;  // false on the dropped odd row/column
+    float best = 0.0f;
+    int code = 0;
+    for (int q = 0; q < 4; ++q) {
+        const int64_t y = 2 * i + pool_dy(q), x = 2 * j + pool_dx(q);
+        if (y >= a.H || x >= a.W) continue;
+        const int64_t index = nchw_index(n, co, y, x, a.C_out, a.H, a.W);
+        const float h = conv_at(a.x, a.w, a.b, n, co, y, x, a.C_in, a.H, a.W, a.k);
+        a.h[index] = h;
+        if (window) pool_argmax_update(q, block_output(a, h, index), best, code);
+    }
+    if (window) {
+        const int64_t pooled = nchw_index(n, co, i, j, a.C_out, Hp, Wp);
+        a.out[pooled] = best;
+        a.argmax[pooled] = static_cast<uint8_t>(code);
+    }
+}
+
+// conv_error_proj / unpool_error: the error of the layer below,
+// e_below = error_unit(rule, φ, h, d, β) · m/(1−p), where d at the resolution Hp x Wp is either
+// the transposed conv of `e` with `kernel` (project: conv_error_proj) or read from `d`
+// (!project: unpool_error). With pool, each d is placed at its window's argmax (zero error
+// elsewhere and on the dropped odd row/column); without, Hh = Hp, Wh = Wp and d maps one to one.
+// Modes are flags, not null pointers: an empty tensor's pointer may be null (CuPy gives 0).
+struct ErrorProjArgs {
+    const float* e;         // [N, C_out, Hp, Wp] (project)
+    const float* kernel;    // [C_out, C_in, k, k] (project)
+    const float* d;         // [N, C_in, Hp, Wp] (!project)
+    const float* h;         // [N, C_in, Hh, Wh] pre-activation of the layer below
+    const uint8_t* argmax;  // [N, C_in, Hp, Wp] codes of the layer below's pool (pool)
+    float* e_below;         // [N, C_in, Hh, Wh]
+    int64_t N, C_in, C_out, Hp, Wp, Hh, Wh, k;
+    bool project, pool;
+    int rule, act;
+    float beta;
+    Dropout dropout;
+};
+
+// Threads: with argmax, one per pooled output (a 2x2 cell of a ceil(Hh/2) x ceil(Wh/2) grid,
+// writing its up to 4 outputs; d is computed once per cell, only where it lands); without, one per
+// element of e_below.
+EKDAA_HD int64_t error_proj_threads(const ErrorProjArgs& a) {
+    return a.pool ? a.N * a.C_in * ((a.Hh + 1) / 2) * ((a.Wh + 1) / 2) : a.N * a.C_in * a.Hh * a.Wh;
+}
+
+EKDAA_HD float projected_error_at(const ErrorProjArgs& a, int64_t n, int64_t ci, int64_t y, int64_t x) {
+    if (a.project) return conv_transpose_at(a.e, a.kernel, n, ci, y, x, a.C_in, a.C_out, a.Hp, a.Wp, a.k);
+    return a.d[nchw_index(n, ci, y, x, a.C_in, a.Hp, a.Wp)];
+}
+
+EKDAA_HD float error_below(const ErrorProjArgs& a, float d, int64_t index) {
+    return error_unit(a.rule, a.act, a.h[index], d, a.beta) * dropout_factor(a.dropout, static_cast<uint32_t>(index));
+}
+
+EKDAA_HD void error_proj_at(const ErrorProjArgs& a, int64_t t) {
+    if (!a.pool) {
+        const int64_t x = t % a.Wh, y = (t / a.Wh) % a.Hh, ci = (t / (a.Wh * a.Hh)) % a.C_in;
+        const int64_t n = t / (a.Wh * a.Hh * a.C_in);
+        a.e_below[t] = error_below(a, projected_error_at(a, n, ci, y, x), t);
+        return;
+    }
+    const int64_t Wc = (a.Wh + 1) / 2, Hc = (a.Hh + 1) / 2;
+    const int64_t j = t % Wc, i = (t / Wc) % Hc, ci = (t / (Wc * Hc)) % a.C_in, n = t / (Wc * Hc * a.C_in);
+    int code = -1;  // no window: the whole cell gets zero error
+    float d = 0.0f;
+    if (i < a.Hp && j < a.Wp) {
+        code = a.argmax[nchw_index(n, ci, i, j, a.C_in, a.Hp, a.Wp)];
+        d = projected_error_at(a, n, ci, i, j);
+    }
+    for (int q = 0; q < 4; ++q) {
+        const int64_t y = 2 * i + pool_dy(q), x = 2 * j + pool_dx(q);
+        if (y >= a.Hh || x >= a.Wh) continue;
+        const int64_t index = nchw_index(n, ci, y, x, a.C_in, a.Hh, a.Wh);
+        // d = 0 off the argmax: y = φ(h), so the EKDAA error (and BP's δ) is exactly 0 there.
+        a.e_below[index] = q == code ? error_below(a, d, index) : 0.0f;
+    }
+}
+
+// conv_proj: d = transposed conv of e with K, no epilogue. One thread per element of d.
+EKDAA_HD void conv_proj_at(const float* e,  // [N, C_out, H, W]
+                           const float* K,  // [C_out, C_in, k, k]
+                           float* d,        // [N, C_in, H, W]
+                           int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, int64_t t) {
+    const int64_t x = t % W, y = (t / W) % H, ci = (t / (W * H)) % C_in, n = t / (W * H * C_in);
+    d[t] = conv_transpose_at(e, K, n, ci, y, x, C_in, C_out, H, W, k);
+}
+
+// unpool_bilinear: out[n, c] = bilinear resize of d[n, c] from h x w to H x W. One thread per output.
+EKDAA_HD void unpool_bilinear_at(const float* d,  // [N·C, h, w]
+                                 float* out,      // [N·C, H, W]
+                                 int64_t h, int64_t w, int64_t H, int64_t W, int64_t t) {
+    const int64_t x = t % W, y = (t / W) % H, plane = t / (W * H);
+    int64_t y0, y1, x0, x1;
+    float fy, fx;
+    bilinear_source(y, h, H, y0, y1, fy);
+    bilinear_source(x, w, W, x0, x1, fx);
+    const float* p = d + plane * h * w;
+    const float top = (1.0f - fx) * p[y0 * w + x0] + fx * p[y0 * w + x1];
+    const float bottom = (1.0f - fx) * p[y1 * w + x0] + fx * p[y1 * w + x1];
+    out[t] = (1.0f - fy) * top + fy * bottom;
+}
+
+// conv_filter_update: output o < C_out·C_in·k·k is ΔW[o] (flat [C_out, C_in, k, k]) and
+// o = C_out·C_in·k·k + co is Δb[co] (when db); each is a sum of N·H·W terms, term t = (n, y, x):
+//   ΔW[co, ci, ky, kx] += e[n, co, y, x] · z[n, ci, y + ky − k/2, x + kx − k/2]   (zero outside)
+//   Δb[co]             += e[n, co, y, x]
+struct FilterUpdateArgs {
+    const float* z;  // [N, C_in, H, W] input of the conv
+    const float* e;  // [N, C_out, H, W] error of the conv's output
+    float* dw;       // [C_out, C_in, k, k]
+    float* db;       // [C_out], or nullptr for no bias
+    float* de;       // [C_out, C_in, k, k], ΔE = γ·ΔW
+    int64_t N, C_in, C_out, H, W, k;
+    float gamma;
+};
+
+EKDAA_HD int64_t filter_update_outputs(const FilterUpdateArgs& a) {
+    return a.C_out * a.C_in * a.k * a.k + (a.db != nullptr ? a.C_out : 0);
+}
+
+// Σ of the terms first, first + stride, ... (< N·H·W) of output o, in ascending order.
+EKDAA_HD float filter_update_partial(const FilterUpdateArgs& a, int64_t o, int64_t first, int64_t stride) {
+    const int64_t HW = a.H * a.W, terms = a.N * HW, weights = a.C_out * a.C_in * a.k * a.k;
+    float acc = 0.0f;
+    if (o >= weights) {
+        const int64_t co = o - weights;
+        for (int64_t t = first; t < terms; t += stride) acc += a.e[(t / HW * a.C_out + co) * HW + t % HW];
+        return acc;
+    }
+    const int64_t kx = o % a.k, ky = (o / a.k) % a.k, ci = (o / (a.k * a.k)) % a.C_in, co = o / (a.k * a.k * a.C_in);
+    const int64_t dy = ky - a.k / 2, dx = kx - a.k / 2;
+    for (int64_t t = first; t < terms; t += stride) {
+        const int64_t x = t % a.W, y = (t / a.W) % a.H, n = t / HW;
+        const int64_t iy = y + dy, ix = x + dx;
+        if (iy < 0 || iy >= a.H || ix < 0 || ix >= a.W) continue;
+        acc += a.e[nchw_index(n, co, y, x, a.C_out, a.H, a.W)] * a.z[nchw_index(n, ci, iy, ix, a.C_in, a.H, a.W)];
+    }
+    return acc;
+}
+
+EKDAA_HD void filter_update_store(const FilterUpdateArgs& a, int64_t o, float sum) {
+    const int64_t weights = a.C_out * a.C_in * a.k * a.k;
+    if (o < weights) {
+        a.dw[o] = sum;
+        a.de[o] = a.gamma * sum;
+    } else {
+        a.db[o - weights] = sum;
+    }
+}
+
+// ------------------------------------------------------------------ argument checks (host)
+
+// Throw std::invalid_argument("<op>: ...") unless the sizes are consistent; run by every
+// launcher and by the host_* test hooks before any element is touched.
+void check_conv_block_fwd(const char* op, const ConvBlockFwdArgs& a);
+void check_error_proj(const char* op, const ErrorProjArgs& a);
+void check_filter_update(const char* op, const FilterUpdateArgs& a);
+
+// ------------------------------------------------------------------ launchers
+
+// h = conv(x, w) + b; z = φ(h)·m/(1−p) (φ skipped when !apply_activation); out = maxpool2x2(z)
+// with argmax codes (pool) or out = z (!pool, argmax unused, may be nullptr).
+void launch_conv_block_fwd(const float* x,   // [N, C_in, H, W]
+                           const float* w,   // [C_out, C_in, k, k]
+                           const float* b,   // [C_out] or nullptr
+                           float* h,         // [N, C_out, H, W]
+                           float* out,       // [N, C_out, H/2, W/2] (pool) or [N, C_out, H, W]
+                           uint8_t* argmax,  // [N, C_out, H/2, W/2] (pool) or nullptr
+                           int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, int act,
+                           bool apply_activation, bool pool, Dropout dropout, cudaStream_t stream);
+
+// e_below = error_unit(rule, φ, h, unpool(convT(e, kernel)), β)·m/(1−p); without pool no
+// unpooling (Hh = Hp, Wh = Wp, argmax unused).
+void launch_conv_error_proj(const float* e,         // [N, C_out, Hp, Wp]
+                            const float* kernel,    // [C_out, C_in, k, k]
+                            const float* h,         // [N, C_in, Hh, Wh]
+                            const uint8_t* argmax,  // [N, C_in, Hp, Wp] with Hp = Hh/2, Wp = Wh/2 (pool)
+                            float* e_below,         // [N, C_in, Hh, Wh]
+                            int64_t N, int64_t C_in, int64_t C_out, int64_t Hp, int64_t Wp, int64_t Hh, int64_t Wh,
+                            int64_t k, bool pool, int rule, int act, float beta, Dropout dropout, cudaStream_t stream);
+
+// e = error_unit(rule, φ, h, unpool_argmax(d), β)·m/(1−p) for a d already in memory.
+void launch_unpool_error(const float* d,         // [N, C, Hp, Wp]
+                         const float* h,         // [N, C, Hh, Wh]
+                         const uint8_t* argmax,  // [N, C, Hp, Wp], Hp = Hh/2, Wp = Wh/2
+                         float* e,               // [N, C, Hh, Wh]
+                         int64_t N, int64_t C, int64_t Hp, int64_t Wp, int64_t Hh, int64_t Wh, int rule, int act,
+                         float beta, Dropout dropout, cudaStream_t stream);
+
+// d = transposed conv (conv-backward-data) of e with K.
+void launch_conv_proj(const float* e,  // [N, C_out, H, W]
+                      const float* K,  // [C_out, C_in, k, k]
+                      float* d,        // [N, C_in, H, W]
+                      int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, cudaStream_t stream);
+
+// out = TF2 bilinear (half-pixel centres) resize of every [h, w] plane to [H, W].
+void launch_unpool_bilinear(const float* d,  // [N, C, h, w]
+                            float* out,      // [N, C, H, W]
+                            int64_t N, int64_t C, int64_t h, int64_t w, int64_t H, int64_t W, cudaStream_t stream);
+
+// ΔW = conv-backward-filter(z, e), Δb = Σ_{n,y,x} e (db may be nullptr), ΔE = γ·ΔW; one block per
+// output, fixed-order reduction (deterministic, no atomics).
+void launch_conv_filter_update(const float* z,  // [N, C_in, H, W]
+                               const float* e,  // [N, C_out, H, W]
+                               float* dw,       // [C_out, C_in, k, k]
+                               float* db,       // [C_out] or nullptr
+                               float* de,       // [C_out, C_in, k, k]
+                               int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, float gamma,
+                               cudaStream_t stream);
+
+}  // namespace ekdaa

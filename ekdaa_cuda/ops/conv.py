@@ -1,0 +1,284 @@
+"""Convolution-family ops on the GPU (kernels in ``csrc/conv.cu``), checked wrappers over ``ekdaa_cuda._C``.
+
+SPEC.md equations; activations NCHW ``[N, C, H, W]``, conv weights ``[C_out, C_in, k, k]``
+(PyTorch), k odd, stride 1, "same" zero padding, cross-correlation (PyTorch ``conv2d``):
+
+- ``conv_block_fwd``: h = conv(x, W) + b, z = φ(h) ⊙ m/(1−p), out = maxpool2x2(z) with the argmax
+  code ``2*dy + dx`` (uint8) of every window (ties: first in row-major order; an odd trailing
+  row/column is dropped), or out = z without pooling (eq. 3–4);
+- ``conv_error_proj``: d = convT(e, K), the transposed convolution (conv-backward-data) with the
+  error kernel K (E for EKDAA, W for BP), unpooled to h's resolution at the recorded argmax (eq. 7,
+  zero elsewhere), then rule "ekdaa": e_below = (φ(h) − φ(h − βd)) ⊙ m/(1−p) (eq. 8), rule "bp":
+  e_below = d ⊙ φ'(h) ⊙ m/(1−p); without argmax, d keeps e's resolution;
+- ``conv_proj``: d = convT(e, K) alone (the release's normalize-by-max(d) path);
+- ``unpool_error``: the unpool + epilogue of ``conv_error_proj`` for a d already in memory (e.g. an
+  FC layer's projection reshaped to the pooled conv shape);
+- ``unpool_bilinear``: TF2 ``tf.image.resize`` bilinear up-sampling (half-pixel centres), the
+  release's unpool;
+- ``conv_filter_update``: ΔW = z ⋆ Flip(e) (conv-backward-filter), Δb = Σ_{n,y,x} e, ΔE = γ ΔW
+  (eq. 9–10, summed over the batch; deterministic).
+
+For an epilogue over a d already at h's resolution use ``ekdaa_cuda.ops.fc.error_epilogue``.
+Every array is a float32 (argmax: uint8) C-contiguous CuPy array on the current device; a wrong
+argument raises ``ValueError`` naming the op and the argument. Outputs are allocated unless
+passed as ``out=``. Dropout element i of h (flat NCHW index) is kept iff
+``reference.dropout_keep`` keeps it for the given ``dropout_key`` (e.g.
+``reference.dropout_key(seed, step, layer)``), the same mask forward and backward.
+
+Tests: ``pytest tests/test_conv_indexing.py`` (the kernels' bodies on the CPU) and
+``pytest tests/gpu/test_ops_conv.py`` (needs a GPU).
+"""
+
+from __future__ import annotations
+
+from . import _check
+from .fc import _ext, _output, _outputs, activation_code, dropout_args, finite_float, rule_code
+
+NCHW = ("N", "C", "H", "W")
+
+
+def _kernel_size(op: str, name: str, w) -> int:
+    """Check a conv weight [C_out, C_in, k, k] with odd k; return k."""
+    _check.check_array(op, name, w, "float32", ("C_out", "C_in", "k", "k"))
+    k = w.shape[2]
+    if w.shape[3] != k or k % 2 == 0:
+        raise ValueError(f"{op}: {name} must be [C_out, C_in, k, k] with odd k, got {tuple(w.shape)}")
+    return k
+
+
+def _codes(op: str, argmax, shape: tuple):
+    return _check.check_array(op, "argmax", argmax, "uint8", ("N", "C", "Hp", "Wp"), shape)
+
+
+def _pooled_h(op: str, h, n: int, c: int, hp: int, wp: int) -> None:
+    """h [N, C, Hh, Wh] must pool (2x2, floor) to [N, C, Hp, Wp]."""
+    _check.check_array(op, "h", h, "float32", ("N", "C", "Hh", "Wh"), (n, c, None, None))
+    if (h.shape[2] // 2, h.shape[3] // 2) != (hp, wp):
+        raise ValueError(
+            f"{op}: h [N, C, Hh, Wh] must pool to the error's (Hp, Wp) = {(hp, wp)} (Hh // 2, Wh // 2), "
+            f"got h {tuple(h.shape)}"
+        )
+
+
+def conv_block_fwd(
+    x, w, b=None, *, activation="tanh", apply_activation=True, pool=True, dropout=0.0, dropout_key=0, out=None
+):
+    """One conv block: h = conv(x, w) + b, z = φ(h) ⊙ m/(1−p), then 2x2 max-pool. Returns (h, out, argmax).
+
+    x [N, C_in, H, W], w [C_out, C_in, k, k] (k odd), b [C_out] or None. h [N, C_out, H, W] is the
+    pre-activation (kept for the update). With ``pool``: out [N, C_out, H//2, W//2] and argmax
+    uint8 of the same shape (code 2*dy + dx of each window's maximum of z); without: out = z
+    [N, C_out, H, W] and argmax None. ``apply_activation=False`` skips φ (z = h ⊙ m/(1−p): the
+    release variant's pre-activation forward). Dropout counter = flat index into h.
+    ``out`` = optional (h, out, argmax) arrays to write into (argmax None without pool).
+    """
+    op = "conv_block_fwd"
+    act = activation_code(op, activation)
+    k = _kernel_size(op, "w", w)
+    c_out, c_in = w.shape[:2]
+    _check.check_array(op, "x", x, "float32", ("N", "C_in", "H", "W"), (None, c_in, None, None))
+    n, _, height, width = x.shape
+    if b is not None:
+        _check.check_array(op, "b", b, "float32", ("C_out",), (c_out,))
+    key, threshold, scale = dropout_args(op, dropout, dropout_key, n * c_out * height * width)
+    pool = bool(pool)
+    h_out, z_out, idx_out = _outputs(op, out, 3)
+    h = _output(op, "out[0] (h)", h_out, ("N", "C_out", "H", "W"), (n, c_out, height, width))
+    out_shape = (n, c_out, height // 2, width // 2) if pool else (n, c_out, height, width)
+    z = _output(op, "out[1] (out)", z_out, ("N", "C_out", "Ho", "Wo"), out_shape)
+    argmax = None
+    if pool:
+        if idx_out is None:
+            argmax = _check._cupy().empty(out_shape, dtype="uint8")
+        else:
+            argmax = _check.check_array(op, "out[2] (argmax)", idx_out, "uint8", ("N", "C_out", "Hp", "Wp"), out_shape)
+    _ext().conv_block_fwd(
+        x.data.ptr,
+        w.data.ptr,
+        0 if b is None else b.data.ptr,
+        h.data.ptr,
+        z.data.ptr,
+        0 if argmax is None else argmax.data.ptr,
+        n,
+        c_in,
+        c_out,
+        height,
+        width,
+        k,
+        act,
+        bool(apply_activation),
+        pool,
+        key,
+        threshold,
+        scale,
+        _check.stream_ptr(),
+    )
+    return h, z, argmax
+
+
+def conv_error_proj(
+    e, kernel, h, argmax=None, *, activation="tanh", beta=0.9, dropout=0.0, dropout_key=0, rule="ekdaa", out=None
+):
+    """Error of the conv layer below from the error above, fused: projection, unpool, epilogue.
+
+    e [N, C_out, Hp, Wp] (error of the layer above), kernel [C_out, C_in, k, k] (the error kernel
+    E for EKDAA, the forward W for BP), h [N, C_in, Hh, Wh] (pre-activation of the layer below).
+    d = convT(e, kernel) at Hp x Wp; with argmax [N, C_in, Hp, Wp] (the layer below's pool codes,
+    Hp = Hh // 2, Wp = Wh // 2) each d goes to its window's argmax and the other positions (and
+    the dropped odd row/column) get zero error; without argmax, Hh = Hp and Wh = Wp.
+    Returns e_below [N, C_in, Hh, Wh] = epilogue(h, d) ⊙ m/(1−p), rule "ekdaa":
+    φ(h) − φ(h − βd); rule "bp": d ⊙ φ'(h). Dropout counter = flat index into h.
+    """
+    op = "conv_error_proj"
+    act = activation_code(op, activation)
+    rule_c = rule_code(op, rule, activation)
+    beta = finite_float(op, "beta", beta)
+    k = _kernel_size(op, "kernel", kernel)
+    c_out, c_in = kernel.shape[:2]
+    _check.check_array(op, "e", e, "float32", ("N", "C_out", "Hp", "Wp"), (None, c_out, None, None))
+    n, _, hp, wp = e.shape
+    if argmax is None:
+        _check.check_array(op, "h", h, "float32", ("N", "C_in", "H", "W"), (n, c_in, hp, wp))
+    else:
+        _pooled_h(op, h, n, c_in, hp, wp)
+        _codes(op, argmax, (n, c_in, hp, wp))
+    key, threshold, scale = dropout_args(op, dropout, dropout_key, h.size)
+    e_below = _output(op, "out", out, ("N", "C_in", "Hh", "Wh"), h.shape)
+    _ext().conv_error_proj(
+        e.data.ptr,
+        kernel.data.ptr,
+        h.data.ptr,
+        0 if argmax is None else argmax.data.ptr,
+        e_below.data.ptr,
+        n,
+        c_in,
+        c_out,
+        hp,
+        wp,
+        h.shape[2],
+        h.shape[3],
+        k,
+        argmax is not None,
+        rule_c,
+        act,
+        beta,
+        key,
+        threshold,
+        scale,
+        _check.stream_ptr(),
+    )
+    return e_below
+
+
+def conv_proj(e, kernel, *, out=None):
+    """d = convT(e, kernel), the transposed convolution (conv-backward-data) with no epilogue.
+
+    e [N, C_out, H, W], kernel [C_out, C_in, k, k] -> d [N, C_in, H, W].
+    """
+    op = "conv_proj"
+    k = _kernel_size(op, "kernel", kernel)
+    c_out, c_in = kernel.shape[:2]
+    _check.check_array(op, "e", e, "float32", ("N", "C_out", "H", "W"), (None, c_out, None, None))
+    n, _, height, width = e.shape
+    d = _output(op, "out", out, ("N", "C_in", "H", "W"), (n, c_in, height, width))
+    _ext().conv_proj(e.data.ptr, kernel.data.ptr, d.data.ptr, n, c_in, c_out, height, width, k, _check.stream_ptr())
+    return d
+
+
+def unpool_error(d, h, argmax, *, activation="tanh", beta=0.9, dropout=0.0, dropout_key=0, rule="ekdaa", out=None):
+    """Argmax-unpool a projected error d and apply the epilogue: ``conv_error_proj`` for a d in memory.
+
+    d [N, C, Hp, Wp] (e.g. an FC layer's d reshaped to the pooled conv shape), argmax uint8
+    [N, C, Hp, Wp], h [N, C, Hh, Wh] with Hp = Hh // 2, Wp = Wh // 2. Returns e [N, C, Hh, Wh]:
+    epilogue(h, d) ⊙ m/(1−p) at each window's argmax, zero elsewhere.
+    """
+    op = "unpool_error"
+    act = activation_code(op, activation)
+    rule_c = rule_code(op, rule, activation)
+    beta = finite_float(op, "beta", beta)
+    _check.check_array(op, "d", d, "float32", ("N", "C", "Hp", "Wp"))
+    n, c, hp, wp = d.shape
+    _pooled_h(op, h, n, c, hp, wp)
+    _codes(op, argmax, d.shape)
+    key, threshold, scale = dropout_args(op, dropout, dropout_key, h.size)
+    e = _output(op, "out", out, ("N", "C", "Hh", "Wh"), h.shape)
+    _ext().unpool_error(
+        d.data.ptr,
+        h.data.ptr,
+        argmax.data.ptr,
+        e.data.ptr,
+        n,
+        c,
+        hp,
+        wp,
+        h.shape[2],
+        h.shape[3],
+        rule_c,
+        act,
+        beta,
+        key,
+        threshold,
+        scale,
+        _check.stream_ptr(),
+    )
+    return e
+
+
+def unpool_bilinear(d, out_hw, *, out=None):
+    """Bilinear up-sampling of d [N, C, h, w] to [N, C, H, W], ``out_hw = (H, W)``.
+
+    TF2 ``tf.image.resize(method="bilinear")`` with half-pixel centres: output y reads
+    src = (y + 0.5)·h/H − 0.5 clamped to [0, h − 1], linearly between floor(src) and the next row
+    (likewise along x).
+    """
+    op = "unpool_bilinear"
+    _check.check_array(op, "d", d, "float32", NCHW)
+    if not isinstance(out_hw, (tuple, list)) or len(out_hw) != 2:
+        raise ValueError(f"{op}: out_hw must be a pair of positive integers (H, W), got {out_hw!r}")
+    out_h, out_w = (_check.check_positive(op, "out_hw", v) for v in out_hw)
+    n, c, height, width = d.shape
+    if height == 0 or width == 0:
+        raise ValueError(f"{op}: d must have non-empty planes to resize, got {tuple(d.shape)}")
+    full = _output(op, "out", out, NCHW, (n, c, out_h, out_w))
+    _ext().unpool_bilinear(d.data.ptr, full.data.ptr, n, c, height, width, out_h, out_w, _check.stream_ptr())
+    return full
+
+
+def conv_filter_update(z, e, k, *, gamma=0.1, bias=True, out=None):
+    """Local conv update (eq. 9–10): (ΔW [C_out, C_in, k, k], Δb [C_out] or None, ΔE = γ ΔW).
+
+    z [N, C_in, H, W] (the conv's input), e [N, C_out, H, W] (its output error), k odd:
+    ΔW[co, ci, ky, kx] = Σ_{n,y,x} e[n, co, y, x] · z[n, ci, y + ky − k//2, x + kx − k//2] (zero
+    padding), Δb[co] = Σ_{n,y,x} e[n, co, y, x]. One kernel, fixed summation order (bitwise
+    reproducible). ``out`` = optional (dW, db, dE) arrays (db None when ``bias`` is False).
+    """
+    op = "conv_filter_update"
+    gamma = finite_float(op, "gamma", gamma)
+    k = _check.check_positive(op, "k", k)
+    if k % 2 == 0:
+        raise ValueError(f"{op}: k must be odd, got {k}")
+    _check.check_array(op, "z", z, "float32", ("N", "C_in", "H", "W"))
+    n, c_in, height, width = z.shape
+    _check.check_array(op, "e", e, "float32", ("N", "C_out", "H", "W"), (n, None, height, width))
+    c_out = e.shape[1]
+    dw_out, db_out, de_out = _outputs(op, out, 3)
+    w_spec, w_shape = ("C_out", "C_in", "k", "k"), (c_out, c_in, k, k)
+    dw = _output(op, "out[0] (dW)", dw_out, w_spec, w_shape)
+    de = _output(op, "out[2] (dE)", de_out, w_spec, w_shape)
+    db = _output(op, "out[1] (db)", db_out, ("C_out",), (c_out,)) if bias else None
+    _ext().conv_filter_update(
+        z.data.ptr,
+        e.data.ptr,
+        dw.data.ptr,
+        0 if db is None else db.data.ptr,
+        de.data.ptr,
+        n,
+        c_in,
+        c_out,
+        height,
+        width,
+        k,
+        gamma,
+        _check.stream_ptr(),
+    )
+    return dw, db, de

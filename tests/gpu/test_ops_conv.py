@@ -1,0 +1,371 @@
+"""GPU tests of the conv-family ops (ekdaa_cuda.ops.conv, kernels in csrc/conv.cu).
+
+Every result is checked against a float64 NumPy reference built from ``ekdaa_cuda.reference``
+on fresh random shapes (batch 1, primes, odd H/W, channels 1..33, k in {1, 3, 5}; the seed is
+printed, replay with EKDAA_TEST_SEED=<seed>). Outputs are passed as ``out=`` arrays poisoned
+with NaN (argmax with 255), so an element the kernel never writes fails. Convolutions use small
+integer-valued inputs, which float32 sums exactly: those checks are ``==``.
+
+Run: ``pytest -m gpu tests/gpu/test_ops_conv.py`` (skipped without a CUDA device).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ekdaa_cuda import reference
+from ekdaa_cuda.ops import conv as ops
+
+pytestmark = pytest.mark.gpu
+
+ACTIVATIONS = list(reference.ACTIVATION_CODES)
+EXACT_ACTIVATIONS = ("relu", "signum", "linear")  # exact on integer inputs: argmax ties compare exactly too
+RULE_ACTIVATIONS = [(a, r) for r in ("ekdaa", "bp") for a in ACTIVATIONS if (a, r) != ("signum", "bp")]
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+@pytest.fixture
+def cp():
+    return pytest.importorskip("cupy")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def draw(rng, *names):
+    """Awkward sizes: batch 1, primes, odd and even spatial sizes, channel counts 1..33."""
+    choices = {"N": [1, 1, 2, 3], "C": [1, 3, 5, 17, 33], "HW": [1, 2, 3, 5, 7, 8, 13, 28], "k": [1, 3, 5]}
+    return [int(rng.choice(choices[n])) for n in names]
+
+
+def ints(rng, shape, bound=3):
+    """Integers in [-bound, bound] as float32: conv sums of these are exact in float32."""
+    return rng.integers(-bound, bound + 1, size=shape).astype(np.float32)
+
+
+def poisoned(cp, shape, dtype=np.float32):
+    """An output buffer full of NaN (uint8: 255, not an argmax code) so unwritten elements show."""
+    return cp.full(shape, 255 if dtype == np.uint8 else np.nan, dtype=dtype)
+
+
+def host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def assert_close(got, want, atol, rtol=0.0, what="result"):
+    """NaN/Inf first (an unwritten or poisoned element), then |got − want| <= atol + rtol·|want|."""
+    got = host(got).astype(np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    bad = ~np.isfinite(got)
+    assert not bad.any(), f"{what}: {bad.sum()} non-finite elements (unwritten?), first at {np.argwhere(bad)[:3]}"
+    bad = np.abs(got - want) > atol + rtol * np.abs(want)
+    assert not bad.any(), (
+        f"{what}: {bad.sum()} of {bad.size} differ, first at {np.argwhere(bad)[:3].tolist()}: "
+        f"got {got[bad][:4]} want {want[bad][:4]}"
+    )
+
+
+def assert_equal(got, want, what="result"):
+    assert_close(got, np.asarray(want, dtype=np.float64), atol=0.0, what=what)
+
+
+def dropout(rng, p, shape):
+    """(key, float32 mask m/(1−p)) of a layer's mask over ``shape``: the kernels' factor, element for element."""
+    key = reference.dropout_key(int(rng.integers(2**32)), int(rng.integers(10_000)), int(rng.integers(8)))
+    return key, reference.dropout_keep(key, shape, p).astype(np.float32) * reference.dropout_scale(p, np.float32)
+
+
+def windows(z):
+    """[N, C, H, W] -> [N, C, H//2, W//2, 4]: each 2x2 pool window in argmax-code order q = 2·dy + dx."""
+    n, c, height, width = z.shape
+    hp, wp = height // 2, width // 2
+    win = z[:, :, : 2 * hp, : 2 * wp].reshape(n, c, hp, 2, wp, 2)
+    return win.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, hp, wp, 4)
+
+
+def conv_transpose64(e, kernel, out_shape):
+    """reference.conv2d_transpose in float64; its im2col needs a non-empty plane."""
+    if e.shape[2] == 0 or e.shape[3] == 0:
+        return np.zeros(out_shape)
+    return reference.conv2d_transpose(e.astype(np.float64), kernel.astype(np.float64))
+
+
+def epilogue64(rule, act, h, d, beta, mask):
+    if rule == "bp":
+        return d * reference.activation_derivative(act, h) * mask
+    return reference.target_error(act, h, d, beta) * mask
+
+
+# ---------------------------------------------------------------- conv_block_fwd
+
+
+@pytest.mark.parametrize("pool", [True, False])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("act", [*ACTIVATIONS, None])  # None: apply_activation=False
+def test_conv_block_fwd(cp, rng, act, p, pool):
+    n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
+    x, w = ints(rng, (n, c_in, height, width)), ints(rng, (c_out, c_in, k, k))
+    b = ints(rng, (c_out,)) if rng.random() < 0.5 else None
+    key, mask = dropout(rng, p, (n, c_out, height, width))
+    out_shape = (n, c_out, height // 2, width // 2) if pool else (n, c_out, height, width)
+    out = (
+        poisoned(cp, (n, c_out, height, width)),
+        poisoned(cp, out_shape),
+        poisoned(cp, out_shape, np.uint8) if pool else None,
+    )
+    h, z, argmax = ops.conv_block_fwd(
+        cp.asarray(x),
+        cp.asarray(w),
+        None if b is None else cp.asarray(b),
+        activation=act or "linear",
+        apply_activation=act is not None,
+        pool=pool,
+        dropout=p,
+        dropout_key=key,
+        out=out,
+    )
+    assert h is out[0] and z is out[1] and argmax is out[2]
+
+    want_h = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64))
+    assert_equal(h, want_h, "h")  # small integers: exact
+    # relu/signum/linear/none are exact on integers, and z = φ(h)·mask is one float32 product as in
+    # the kernel; tanh/sigmoid: float32 φ of a float32 h (~2 ulps of |φ| <= 1) and the product's
+    # rounding, times the mask's scale.
+    exact = act in (None, *EXACT_ACTIVATIONS)
+    phi = reference.activate(act, want_h) if act else want_h
+    want_z = (phi.astype(np.float32) * mask).astype(np.float64) if exact else phi * mask
+    tol = 0.0 if exact else 4 * EPS32 * mask.max(initial=1.0)
+    if not pool:
+        assert argmax is None
+        assert_close(z, want_z, atol=tol, what="out")
+        return
+    want_out, want_idx = reference.maxpool2x2(want_z)
+    assert_close(z, want_out, atol=tol, what="pooled out")
+    got_idx = host(argmax)
+    assert got_idx.max(initial=0) <= 3, "argmax codes must be 0..3"
+    if tol == 0.0:
+        assert_equal(got_idx, want_idx, "argmax")  # ties included: first in row-major order
+    else:
+        # near-ties may round to exact ties in float32: the chosen position must hold the maximum
+        chosen = np.take_along_axis(windows(want_z), got_idx[..., None].astype(np.intp), axis=-1)[..., 0]
+        assert_close(chosen, want_out, atol=tol, what="value at the kernel's argmax")
+
+
+def test_conv_block_fwd_pool_ties_first(cp):
+    # Every window ties (all ones), plus hand-made windows whose maximum sits at q = 0, 1, 2, 3.
+    x = np.ones((1, 1, 5, 9), np.float32)  # odd H and W: the trailing row/column belongs to no window
+    x[0, 0, 0:2, 0:2] = [[0, 0], [0, 1]]
+    x[0, 0, 0:2, 2:4] = [[0, 0], [2, 0]]
+    x[0, 0, 0:2, 4:6] = [[0, 3], [3, 3]]
+    w = np.ones((1, 1, 1, 1), np.float32)
+    h, out, argmax = ops.conv_block_fwd(cp.asarray(x), cp.asarray(w), activation="linear", apply_activation=False)
+    assert_equal(h, x, "h (including the trailing row/column)")
+    assert_equal(argmax, [[[[3, 2, 1, 0], [0, 0, 0, 0]]]], "argmax")
+    assert_equal(out, [[[[1, 2, 3, 1], [1, 1, 1, 1]]]], "out")
+
+
+def test_conv_block_fwd_layer_sized(cp, rng):
+    # An fmnist-preset-sized layer with float data: many blocks, tolerance instead of exactness.
+    x = rng.standard_normal((50, 32, 14, 14)).astype(np.float32)
+    w = (rng.standard_normal((64, 32, 3, 3)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    h, out, _ = ops.conv_block_fwd(cp.asarray(x), cp.asarray(w), cp.asarray(b), activation="tanh")
+    want_h = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    # float32 sum of 288 products: error <~ 288·eps·Σ|x·w| (generous; index bugs give O(1) errors)
+    bound = reference.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), np.abs(b).astype(np.float64))
+    assert_close(h, want_h, atol=288 * EPS32 * bound, what="h")
+    want_out, _ = reference.maxpool2x2(np.tanh(want_h))
+    assert_close(out, want_out, atol=1e-4, what="out")  # tanh is 1-Lipschitz: h's error bound, rounded up
+
+
+# ---------------------------------------------------------------- conv_error_proj / unpool_error / conv_proj
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("act, rule", RULE_ACTIVATIONS)
+def test_conv_error_proj(cp, rng, act, rule, p, pooled):
+    n, c_in, c_out, hh, wh, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
+    hp, wp = (hh // 2, wh // 2) if pooled else (hh, wh)
+    e, kernel = ints(rng, (n, c_out, hp, wp)), ints(rng, (c_out, c_in, k, k))
+    h = (rng.standard_normal((n, c_in, hh, wh)) * 2).astype(np.float32)
+    # argmax from a real pool of a tie-heavy tensor (0/1), so tied windows are exercised too
+    idx = reference.maxpool2x2(rng.integers(0, 2, (n, c_in, hh, wh)).astype(np.float32))[1] if pooled else None
+    key, mask = dropout(rng, p, h.shape)
+    beta = 0.9
+    got = ops.conv_error_proj(
+        cp.asarray(e),
+        cp.asarray(kernel),
+        cp.asarray(h),
+        None if idx is None else cp.asarray(idx),
+        activation=act,
+        beta=beta,
+        dropout=p,
+        dropout_key=key,
+        rule=rule,
+        out=poisoned(cp, h.shape),
+    )
+    d = conv_transpose64(e, kernel, (n, c_in, hp, wp))  # exact: integer inputs
+    if pooled:
+        d = reference.unpool_argmax(d, idx, (hh, wh))
+        at_argmax = reference.unpool_argmax(np.ones((n, c_in, hp, wp)), idx, (hh, wh)) > 0
+        assert_equal(host(got)[~at_argmax], np.zeros(np.count_nonzero(~at_argmax)), "error off the argmax")
+    want = epilogue64(rule, act, h.astype(np.float64), d, beta, mask)
+    # float32 epilogue of an exact d: h − βd and φ (1-Lipschitz here, φ' bounded by 1; CUDA's tanhf/expf
+    # are within 2 ulps) rounded a few times: a few ulps of |h| + |βd| + 1 (ekdaa) or of |d| (bp),
+    # times the mask's scale. 16 ulps leaves room; an index bug gives O(1) errors.
+    scale = mask.max(initial=1.0)
+    tol = 16 * EPS32 * scale * (np.abs(d) if rule == "bp" else 1 + np.abs(h) + beta * np.abs(d))
+    assert_close(got, want, atol=tol, what="e_below")
+
+
+def test_conv_error_proj_is_bp_backward_data(cp, rng):
+    # rule bp, φ = linear, no pool, no dropout: e_below is exactly conv-backward-data of e with W.
+    n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
+    e, w = ints(rng, (n, c_out, height, width)), ints(rng, (c_out, c_in, k, k))
+    h = rng.standard_normal((n, c_in, height, width)).astype(np.float32)
+    got = ops.conv_error_proj(cp.asarray(e), cp.asarray(w), cp.asarray(h), activation="linear", rule="bp")
+    assert_equal(got, conv_transpose64(e, w, (n, c_in, height, width)), "e_below")
+
+
+@pytest.mark.parametrize("act, rule", [("tanh", "ekdaa"), ("signum", "ekdaa"), ("linear", "bp"), ("sigmoid", "bp")])
+def test_unpool_error(cp, rng, act, rule):
+    n, c, hh, wh = draw(rng, "N", "C", "HW", "HW")
+    hp, wp = hh // 2, wh // 2
+    d = rng.standard_normal((n, c, hp, wp)).astype(np.float32)
+    idx = rng.integers(0, 4, (n, c, hp, wp)).astype(np.uint8)
+    h = rng.standard_normal((n, c, hh, wh)).astype(np.float32)
+    key, mask = dropout(rng, 0.25, h.shape)
+    got = ops.unpool_error(
+        cp.asarray(d),
+        cp.asarray(h),
+        cp.asarray(idx),
+        activation=act,
+        beta=0.9,
+        dropout=0.25,
+        dropout_key=key,
+        rule=rule,
+        out=poisoned(cp, h.shape),
+    )
+    d_full = reference.unpool_argmax(d.astype(np.float64), idx, (hh, wh))
+    want = epilogue64(rule, act, h.astype(np.float64), d_full, 0.9, mask)
+    if act == "linear":  # bp with φ' = 1: d·1·(m/(1−p)), one float32 product
+        assert_equal(got, reference.unpool_argmax(d, idx, (hh, wh)) * mask, "e")
+    else:  # float32 φ of O(1) values: a few ulps of 1 + |h| + |d|, times the scale
+        assert_close(got, want, atol=8 * EPS32 * mask.max() * (1 + np.abs(h) + np.abs(d_full)), what="e")
+
+
+def test_conv_proj(cp, rng):
+    n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
+    e, kernel = ints(rng, (n, c_out, height, width)), ints(rng, (c_out, c_in, k, k))
+    got = ops.conv_proj(cp.asarray(e), cp.asarray(kernel), out=poisoned(cp, (n, c_in, height, width)))
+    assert_equal(got, conv_transpose64(e, kernel, (n, c_in, height, width)), "d")
+
+
+@pytest.mark.parametrize(
+    "hw, out_hw", [((7, 7), (14, 14)), ((7, 3), (15, 7)), ((3, 5), (3, 5)), ((4, 6), (3, 2)), ((1, 1), (2, 3))]
+)
+def test_unpool_bilinear(cp, rng, hw, out_hw):
+    d = rng.standard_normal((2, 3, *hw)).astype(np.float32)
+    got = ops.unpool_bilinear(cp.asarray(d), out_hw, out=poisoned(cp, (2, 3, *out_hw)))
+    # two float32 lerps of O(1) values with float32 weights: a few ulps of max|d|
+    assert_close(got, reference.unpool_bilinear(d.astype(np.float64), out_hw), atol=8 * EPS32 * np.abs(d).max())
+
+
+# ---------------------------------------------------------------- conv_filter_update
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_filter_update_exact(cp, rng, bias):
+    n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
+    z, e = ints(rng, (n, c_in, height, width)), ints(rng, (n, c_out, height, width))
+    w_shape = (c_out, c_in, k, k)
+    out = (poisoned(cp, w_shape), poisoned(cp, (c_out,)) if bias else None, poisoned(cp, w_shape))
+    dw, db, de = ops.conv_filter_update(cp.asarray(z), cp.asarray(e), k, gamma=0.1, bias=bias, out=out)
+    want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), k)
+    assert_equal(dw, want, "dW")
+    assert_equal(de, np.float32(0.1) * want.astype(np.float32), "dE")  # γ·ΔW: one float32 product
+    if bias:
+        assert_equal(db, e.astype(np.float64).sum(axis=(0, 2, 3)), "db")
+    else:
+        assert db is None
+
+
+def test_conv_filter_update_layer_sized_and_deterministic(cp, rng):
+    z = rng.standard_normal((50, 32, 14, 14)).astype(np.float32)
+    e = rng.standard_normal((50, 64, 14, 14)).astype(np.float32)
+    zg, eg = cp.asarray(z), cp.asarray(e)
+    dw, db, de = ops.conv_filter_update(zg, eg, 3, gamma=0.1)
+    want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), 3)
+    bound = reference.conv2d_filter_grad(np.abs(z).astype(np.float64), np.abs(e).astype(np.float64), 3)
+    # each thread sums ~9800/256 terms in order, then an 8-level tree: error <~ 50·eps·Σ|terms|
+    assert_close(dw, want, atol=50 * EPS32 * bound, what="dW")
+    assert_close(db, e.astype(np.float64).sum(axis=(0, 2, 3)), atol=50 * EPS32 * np.abs(e).sum(axis=(0, 2, 3)))
+    assert_close(de, 0.1 * want, atol=0.1 * 50 * EPS32 * bound + 1e-7 * np.abs(want), what="dE")
+    again = ops.conv_filter_update(zg, eg, 3, gamma=0.1)
+    for first, second in zip((dw, db, de), again):
+        assert bool((first == second).all()), "the fixed-order reduction must be bitwise reproducible"
+
+
+def test_empty_batch(cp):
+    z, e = cp.zeros((0, 2, 5, 5), np.float32), cp.zeros((0, 3, 5, 5), np.float32)
+    dw, db, _ = ops.conv_filter_update(
+        z, e, 3, out=(poisoned(cp, (3, 2, 3, 3)), poisoned(cp, (3,)), poisoned(cp, (3, 2, 3, 3)))
+    )
+    assert_equal(dw, np.zeros((3, 2, 3, 3)), "dW of an empty batch")  # an empty sum is 0, not garbage
+    assert_equal(db, np.zeros(3), "db of an empty batch")
+    h, out, argmax = ops.conv_block_fwd(z, cp.ones((3, 2, 3, 3), np.float32))
+    assert h.shape == (0, 3, 5, 5) and out.shape == argmax.shape == (0, 3, 2, 2)
+
+
+def test_runs_on_the_current_stream(cp, rng):
+    x, w = ints(rng, (2, 3, 7, 7)), ints(rng, (5, 3, 3, 3))
+    with cp.cuda.Stream(non_blocking=True) as stream:
+        h, _, _ = ops.conv_block_fwd(cp.asarray(x), cp.asarray(w))
+        stream.synchronize()
+    assert_equal(h, reference.conv2d(x.astype(np.float64), w.astype(np.float64)), "h")
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+def test_bad_arguments_name_op_and_argument(cp):
+    x = cp.zeros((2, 3, 6, 6), np.float32)
+    w = cp.zeros((4, 3, 3, 3), np.float32)
+    e = cp.zeros((2, 4, 3, 3), np.float32)
+    idx = cp.zeros((2, 3, 3, 3), np.uint8)
+    cases = [
+        (lambda: ops.conv_block_fwd(x.astype(np.float64), w), "conv_block_fwd: x must be float32"),
+        (lambda: ops.conv_block_fwd(x[:, :, :, ::2], w), "conv_block_fwd: x must be C-contiguous"),
+        (lambda: ops.conv_block_fwd(x, cp.zeros((4, 3, 2, 2), np.float32)), "conv_block_fwd: w must be .* odd k"),
+        (lambda: ops.conv_block_fwd(x, cp.zeros((4, 2, 3, 3), np.float32)), "conv_block_fwd: x must be .* C_in=2"),
+        (lambda: ops.conv_block_fwd(x, w, cp.zeros(5, np.float32)), "conv_block_fwd: b must be"),
+        (lambda: ops.conv_block_fwd(x, w, activation="gelu"), "conv_block_fwd: activation must be one of"),
+        (lambda: ops.conv_block_fwd(x, w, dropout=1.0), r"conv_block_fwd: dropout must be in \[0, 1\)"),
+        (lambda: ops.conv_block_fwd(x, w, dropout=0.1, dropout_key=-1), "conv_block_fwd: dropout_key"),
+        (lambda: ops.conv_block_fwd(np.zeros((2, 3, 6, 6), np.float32), w), "conv_block_fwd: x must be a cupy.ndarray"),
+        (lambda: ops.conv_error_proj(e, w, x, idx, rule="fa"), "conv_error_proj: rule must be one of"),
+        (lambda: ops.conv_error_proj(e, w, x, idx, activation="signum", rule="bp"), "conv_error_proj: rule 'bp' needs"),
+        (lambda: ops.conv_error_proj(e, w, x, idx, beta=float("nan")), "conv_error_proj: beta must be a finite"),
+        (
+            lambda: ops.conv_error_proj(e, w, cp.zeros((2, 3, 5, 5), np.float32), idx),
+            "conv_error_proj: h .* must pool to",
+        ),
+        (lambda: ops.conv_error_proj(e, w, x, idx.astype(np.int32)), "conv_error_proj: argmax must be uint8"),
+        (lambda: ops.conv_error_proj(e, w, x), "conv_error_proj: h must be .* H=3"),
+        (
+            lambda: ops.unpool_error(cp.zeros((2, 3, 3, 3), np.float32), x, idx[:, :, :2]),
+            "unpool_error: argmax must be",
+        ),
+        (lambda: ops.conv_proj(e, w[:3]), "conv_proj: e must be .* C_out=3"),
+        (lambda: ops.unpool_bilinear(e, (0, 4)), "unpool_bilinear: out_hw must be a positive integer"),
+        (lambda: ops.unpool_bilinear(e, 6), "unpool_bilinear: out_hw must be a pair"),
+        (lambda: ops.conv_filter_update(x, cp.zeros((2, 4, 5, 6), np.float32), 3), "conv_filter_update: e must be"),
+        (lambda: ops.conv_filter_update(x, x, 2), "conv_filter_update: k must be odd"),
+        (lambda: ops.conv_filter_update(x, x, 3, gamma=float("inf")), "conv_filter_update: gamma must be a finite"),
+        (lambda: ops.conv_filter_update(x, x, 3, out=(x,)), "conv_filter_update: out must be None or a tuple of 3"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
