@@ -37,6 +37,10 @@ class NumpyBackend:
     def labels(self, labels: np.ndarray) -> np.ndarray:
         return np.asarray(labels, dtype=np.int64)
 
+    def indices(self, order: np.ndarray) -> np.ndarray:
+        """A host permutation as an index array of this backend (for gathering batches)."""
+        return order
+
     def public(self, t: np.ndarray) -> np.ndarray:
         """An activation-shaped tensor in the public layout (NCHW or [N, F])."""
         return ref.to_nchw(t) if t.ndim == 4 else t.copy()
@@ -93,12 +97,13 @@ class NumpyBackend:
 
     # ------------------------------------------------------------ backward pieces
 
-    def output_error(self, probs, labels):
+    def output_error(self, probs, labels, cache):
         """e_y = z_y − onehot(label)."""
         return probs - ref.one_hot(labels, probs.shape[1], self.dtype)
 
-    def cross_entropy(self, probs, labels) -> float:
-        return ref.cross_entropy(probs, labels)
+    def batch_stats(self, probs, labels) -> tuple[float, int]:
+        """(summed cross-entropy, number of correct predictions) of a batch."""
+        return ref.cross_entropy(probs, labels), int(np.sum(probs.argmax(axis=1) == labels))
 
     def conv_project(self, e, kernel):
         """d = conv-backward-data(e, K) at e's resolution."""
@@ -108,11 +113,16 @@ class NumpyBackend:
         """d = e W for W [out, in] (layout "out_in"), d = e Eᵀ for E [in, out] ("in_out")."""
         return e @ (weight if layout == "out_in" else weight.T)
 
-    def unpool(self, d, cache, block, mode: str):
-        hw = block.h_shape[1:]
-        if mode == "argmax":
-            return ref.unpool_argmax_nhwc(d, cache["argmax"], hw)
-        return ref.unpool_bilinear_nhwc(d, hw)
+    def unpool_epilogue(self, d, cache, block, kind: str, beta: float, forward_linear: bool, unpool_mode: str):
+        """Error of a block from d at its output resolution: unpool (if the block pools, by argmax or
+        bilinear up-sampling) to the pre-activation resolution, then the epilogue."""
+        if block.pool:
+            hw = block.h_shape[1:]
+            if unpool_mode == "argmax":
+                d = ref.unpool_argmax_nhwc(d, cache["argmax"], hw)
+            else:
+                d = ref.unpool_bilinear_nhwc(d, hw)
+        return self.epilogue(d, cache, block, kind, beta, forward_linear)
 
     def epilogue(self, d, cache, block, kind: str, beta: float, forward_linear: bool):
         """Error unit from d at pre-activation resolution: kind "target" (EKDAA, e = φ(h) − φ(h − βd))
@@ -127,14 +137,18 @@ class NumpyBackend:
     def conv_backproject(self, e, kernel, cache, block, kind, beta, forward_linear, unpool_mode):
         """Error of the conv block below from the error e of the conv block above (the fused
         kernel's job on the GPU): project, unpool, epilogue."""
-        d = self.conv_project(e, kernel)
-        if block.pool:
-            d = self.unpool(d, cache, block, unpool_mode)
-        return self.epilogue(d, cache, block, kind, beta, forward_linear)
+        return self.unpool_epilogue(self.conv_project(e, kernel), cache, block, kind, beta, forward_linear,
+                                    unpool_mode)
 
-    def weight_update(self, cache, e, block):
-        """(ΔW, Δb): conv ΔW = z ⋆ Flip(e) reusing im2col(z); FC ΔW = eᵀ z."""
+    def weight_update(self, cache, e, block, gamma: float | None):
+        """(ΔW, Δb, ΔE): conv ΔW = z ⋆ Flip(e) reusing im2col(z), FC ΔW = eᵀ z; Δb = Σ e;
+        ΔE = γ ΔW (conv) / γ ΔWᵀ (FC), or None when gamma is None."""
         if block.kind == "conv":
-            dw = ref.conv2d_filter_grad_nhwc(cache["z"], e, block.kernel, cache["cols"])
-            return np.ascontiguousarray(dw), e.sum(axis=(0, 1, 2))
-        return e.T @ cache["z"], e.sum(axis=0)
+            dw = np.ascontiguousarray(ref.conv2d_filter_grad_nhwc(cache["z"], e, block.kernel, cache["cols"]))
+            db = e.sum(axis=(0, 1, 2))
+        else:
+            dw, db = e.T @ cache["z"], e.sum(axis=0)
+        de = None
+        if gamma is not None:
+            de = np.ascontiguousarray(self.dtype.type(gamma) * (dw if block.kind == "conv" else dw.T))
+        return dw, db, de

@@ -223,10 +223,19 @@ class Model:
 
     def evaluate(self, x, labels) -> dict:
         """Mean cross-entropy and accuracy (fraction) over a dataset."""
-        probs = self.forward(x)
+        x = self.check_input(x, "evaluate")
         labels = self.check_labels(labels, len(x), "evaluate")
-        return {"loss": ref.cross_entropy(probs, labels) / len(x),
-                "accuracy": float(np.mean(probs.argmax(1) == labels))}
+        return self.evaluate_arrays(self.backend.input(x), self.backend.labels(labels))
+
+    def evaluate_arrays(self, x, labels) -> dict:
+        """``evaluate`` on backend arrays (e.g. a test set resident on the GPU): one sync at the end."""
+        be = self.backend
+        loss, correct = 0.0, 0
+        for i in range(0, len(x), EVAL_BATCH):
+            probs, _ = self._forward(x[i:i + EVAL_BATCH], None)
+            batch_loss, batch_correct = be.batch_stats(probs, labels[i:i + EVAL_BATCH])
+            loss, correct = loss + batch_loss, correct + batch_correct
+        return {"loss": float(loss) / len(x), "accuracy": float(correct) / len(x)}
 
     # ------------------------------------------------------------ learning rules
 
@@ -253,9 +262,7 @@ class Model:
             if below.kind == "conv":  # unflatten to the conv block's output map
                 d = be.to_map(d, below.out_shape)
         d = self._normalize_release(d, rule)
-        if below.pool:
-            d = be.unpool(d, cache, below, opts["unpool"])
-        return be.epilogue(d, cache, below, kind, opts["beta"], linear)
+        return be.unpool_epilogue(d, cache, below, kind, opts["beta"], linear, opts["unpool"])
 
     def _backward(self, caches: list, probs, labels, rule: str, errors: dict | None = None) -> dict:
         """The rule's raw updates, keyed like the state dict (summed over the batch), as backend arrays.
@@ -265,23 +272,24 @@ class Model:
         be = self.backend
         gamma = float(self.opts["gamma"])
         grads = {}
-        e = be.output_error(probs, labels)  # e_y = z_y − onehot
+        e = be.output_error(probs, labels, caches[-1])  # e_y = z_y − onehot
         for i in range(len(self.blocks) - 1, -1, -1):
             b, cache = self.blocks[i], caches[i]
             if errors is not None:
                 errors[b.name] = be.to_numpy(be.public(e))
-            dw, db = be.weight_update(cache, e, b)
-            if b.kind == "conv" and rule == "ekdaa" and self.opts["normalize"] == "release":
+            release = b.kind == "conv" and rule == "ekdaa" and self.opts["normalize"] == "release"
+            dw, db, de = be.weight_update(cache, e, b, gamma if rule == "ekdaa" and not release else None)
+            if release:
                 peak = float(dw.max())
                 if peak > 1:
                     dw = dw / dw.dtype.type(peak)
                 dw = dw / dw.dtype.type(b.weight_shape[0] * b.weight_shape[1])
+                de = dw * dw.dtype.type(gamma)
             grads[f"{b.name}.weight"] = dw
             if b.bias:
                 grads[f"{b.name}.bias"] = db
             if rule == "ekdaa":  # ΔE = γ ΔWᵀ (FC) / γ ΔW (conv)
-                grads[f"{b.name}.error_weight"] = be.xp.ascontiguousarray(
-                    dw.dtype.type(gamma) * (dw if b.kind == "conv" else dw.T))
+                grads[f"{b.name}.error_weight"] = de
             if i > 0:
                 e = self._error_below(e, b, self.blocks[i - 1], caches[i - 1], rule)
         return grads
@@ -330,18 +338,25 @@ class Model:
         Nothing is changed unless the whole step succeeds: a non-finite update raises
         FloatingPointError and leaves parameters, optimizer state and step count as they were.
         """
+        x = self.check_input(x, "step")
+        labels = self.check_labels(labels, len(x), "step")
+        loss, correct = self.step_arrays(self.backend.input(x), self.backend.labels(labels), lr_scale)
+        return {"loss": float(loss) / len(x), "accuracy": float(correct) / len(x)}
+
+    def step_arrays(self, x, labels, lr_scale: float = 1.0):
+        """``step`` on validated backend arrays; returns the batch's (summed loss, correct count) as
+        backend scalars, so a GPU training loop need not wait for them."""
         be = self.backend
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are caught just below
-            grads, probs, labels = self._updates(x, labels, self.rule, "step")
+            probs, caches = self._forward(x, self.step_count)
+            grads = self._backward(caches, probs, labels, self.rule)
             if not be.all_finite(grads.values()):
                 bad = [k for k, g in grads.items() if not be.all_finite([g])]
                 raise FloatingPointError(f"step {self.step_count}: update of {', '.join(bad)} is not finite; "
                                          "model unchanged")
             self.params = self.optimizer.step(self.params, grads, lr_scale)
         self.step_count += 1
-        probs = be.to_numpy(probs)
-        return {"loss": ref.cross_entropy(probs, labels) / len(labels),
-                "accuracy": float(np.mean(probs.argmax(1) == labels))}
+        return be.batch_stats(probs, labels)
 
     # ------------------------------------------------------------ checkpoints
 

@@ -128,8 +128,13 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
     else:
         x_train, y_train, x_test, y_test = data
     model = build_model(preset, rule=rule, backend=backend, seed=seed, **options)
-    x_train = model.check_input(x_train, "train")
-    y_train = model.check_labels(y_train, len(x_train), "train")
+    be = model.backend
+    # validated once, then resident in the backend's memory (the GPU for backend="cuda")
+    n_train = len(x_train)
+    x_train = be.input(model.check_input(x_train, "train"))
+    y_train = be.labels(model.check_labels(y_train, n_train, "train"))
+    x_test = be.input(model.check_input(x_test, "test"))
+    y_test = be.labels(model.check_labels(y_test, len(x_test), "test"))
 
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict] = []
@@ -151,11 +156,12 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
             save_checkpoint(out / CHECKPOINT, model, {"run_args": run_args, "epoch": epoch_done,
                                                       "position": pos, "history": history})
 
-    n_batches = -(-len(x_train) // batch_size)
+    n_batches = -(-n_train // batch_size)
     t_start = time.perf_counter()
     images = 0
     while epoch < epochs:
-        order = np.random.default_rng([seed, epoch]).permutation(len(x_train))
+        # the permutation comes from (seed, epoch) on the host, so every backend sees the same batches
+        order = be.indices(np.random.default_rng([seed, epoch]).permutation(n_train))
         bar = _progress(n_batches, position, f"epoch {epoch + 1}/{epochs}", progress)
         totals = history[-1].pop("_partial") if history and "_partial" in history[-1] else None
         loss_sum, correct, seen = totals if totals else (0.0, 0, 0)
@@ -164,26 +170,24 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         for b in range(position, n_batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
             try:
-                stats = model.step(x_train[idx], y_train[idx])
+                batch_loss, batch_correct = model.step_arrays(x_train[idx], y_train[idx])
             except FloatingPointError as exc:
                 bar.close()
                 where = f"; last good checkpoint: {out / CHECKPOINT}" if out is not None else ""
                 raise TrainingDiverged(f"training diverged at epoch {epoch + 1}, batch {b}: {exc}{where}") from exc
-            loss_sum += stats["loss"] * len(idx)
-            correct += round(stats["accuracy"] * len(idx))
-            seen += len(idx)
+            loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(idx)
             images += len(idx)
             bar.update(1)
-            if b % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            if b % 20 == 0 and bar.visible:  # the only host synchronisation inside an epoch
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.4f}")
             if checkpoint_every and model.step_count % checkpoint_every == 0 and b + 1 < n_batches:
-                history.append({"_partial": (loss_sum, correct, seen)})
+                history.append({"_partial": (float(loss_sum), int(correct), seen)})
                 checkpoint(epoch, b + 1)
                 history.pop()
         bar.close()
-        test = model.evaluate(x_test, y_test)
-        record = {"epoch": epoch + 1, "step": model.step_count, "train_loss": loss_sum / seen,
-                  "train_accuracy": correct / seen, "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+        test = model.evaluate_arrays(x_test, y_test)
+        record = {"epoch": epoch + 1, "step": model.step_count, "train_loss": float(loss_sum) / seen,
+                  "train_accuracy": int(correct) / seen, "test_loss": test["loss"], "test_accuracy": test["accuracy"],
                   "seconds": time.perf_counter() - t_start}
         history.append(record)
         log(f"epoch {epoch + 1}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
@@ -202,6 +206,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
 
 
 class _NoBar:
+    visible = False
+
     def update(self, n):
         pass
 
@@ -217,4 +223,6 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="batch", mininterval=0.5, leave=False)
+    bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", mininterval=0.5, leave=False)
+    bar.visible = True
+    return bar

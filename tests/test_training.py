@@ -61,7 +61,7 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, monkeypatch):
     data = synthetic()
     full = ek.train("fmnist", epochs=2, batch_size=20, data=data, optimizer="adam", **SMALL)
 
-    real_step = ek.Model.step
+    real_step = ek.Model.step_arrays
     calls = {"n": 0}
 
     def crashing_step(self, *args, **kwargs):
@@ -70,11 +70,11 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(ek.Model, "step", crashing_step)
+    monkeypatch.setattr(ek.Model, "step_arrays", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         ek.train("fmnist", epochs=2, batch_size=20, data=data, optimizer="adam", out_dir=tmp_path,
                  checkpoint_every=4, **SMALL)
-    monkeypatch.setattr(ek.Model, "step", real_step)
+    monkeypatch.setattr(ek.Model, "step_arrays", real_step)
     _, state = training.load_checkpoint(tmp_path / "checkpoint.npz")
     assert (state["epoch"], state["position"]) == (1, 2)
     resumed = ek.train("fmnist", epochs=2, batch_size=20, data=data, optimizer="adam", out_dir=tmp_path,
