@@ -411,10 +411,12 @@ def build_model(preset_or_layers="fmnist", rule: str = "ekdaa", backend: str = "
     return Model(list(preset_or_layers), input_shape, rule, seed, options, backend=backend)
 
 
-def make_backend(name: str, dtype: str):
+def make_backend(name, dtype: str):
     """The backend object for ``backend=name``: "auto" picks CUDA when it is usable, else NumPy."""
     from ._device import cuda_available, cuda_status
 
+    if not isinstance(name, str):  # a backend object (tests, custom backends)
+        return name
     if name not in ("auto", "numpy", "cuda"):
         raise ValueError(f"unknown backend {name!r}; choose 'auto', 'numpy' or 'cuda'")
     if name == "auto":

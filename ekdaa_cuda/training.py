@@ -118,7 +118,7 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where the checkpoint is)")
     log = log or (lambda msg: None)
-    run_args = {"preset": preset, "rule": rule, "backend": backend, "batch_size": batch_size,
+    run_args = {"preset": preset, "rule": rule, "backend": getattr(backend, "name", backend), "batch_size": batch_size,
                 "train_limit": train_limit, "test_limit": test_limit, "seed": seed,
                 "dataset": dataset or PRESETS[preset]["dataset"], "options": options}
 
