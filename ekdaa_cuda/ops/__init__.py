@@ -1,0 +1,30 @@
+"""The CUDA kernels, callable one by one on CuPy arrays (float32, C-contiguous, NCHW / [N, F]).
+
+Each op validates its arguments (dtype, shape, contiguity, device) and raises ``ValueError``
+naming the op and the argument; a CUDA failure raises ``RuntimeError`` naming the op. Set
+``EKDAA_SYNC_LAUNCHES=1`` to synchronise after every launch while debugging. Semantics and
+layouts are documented on each function; the float64 oracle of each is in
+``ekdaa_cuda.reference``.
+
+Importing this package needs neither CuPy nor a GPU; calling an op needs both.
+"""
+
+from .conv import conv_block_fwd, conv_error_proj, conv_filter_update, conv_proj, unpool_bilinear, unpool_error
+from .fc import error_epilogue, fc_error_proj, fc_fwd, fc_proj, fc_update, softmax_error
+from .optim import MultiTensorOptimizer
+
+__all__ = [
+    "MultiTensorOptimizer",
+    "conv_block_fwd",
+    "conv_error_proj",
+    "conv_filter_update",
+    "conv_proj",
+    "error_epilogue",
+    "fc_error_proj",
+    "fc_fwd",
+    "fc_proj",
+    "fc_update",
+    "softmax_error",
+    "unpool_bilinear",
+    "unpool_error",
+]
