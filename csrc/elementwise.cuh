@@ -7,7 +7,6 @@
 //   target_error(a, h, d, beta)    e = φ(h) − φ(h − βd)   (SPEC.md step 3: y = φ(h − βd), e = φ(h) − y)
 //   dropout_key / dropout_keep     counter-based dropout: keep(seed, step, layer, index), so a
 //                                  mask is regenerated in the backward pass instead of stored
-//   pool window argmax encoding    argmax ∈ {0,1,2,3} = 2·dy + dx inside a 2x2 window
 #pragma once
 
 #include <cmath>

@@ -20,4 +20,4 @@ def train(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
-__all__ = ["Model", "RULES", "build_model", "cuda_available", "cuda_status", "train", "__version__"]
+__all__ = ["RULES", "Model", "__version__", "build_model", "cuda_available", "cuda_status", "train"]

@@ -8,6 +8,8 @@ ever raises: they are called at import time and by the test suite on machines wi
 
 from __future__ import annotations
 
+import importlib.util
+
 CUPY_HINT = "cupy not installed: pip install cupy-cuda13x"
 
 
@@ -17,10 +19,10 @@ def _version(v: int) -> str:
 
 def cuda_status() -> str:
     """``"ok: <device name>, compute capability X.Y"``, or the first reason CUDA is unusable."""
+    if importlib.util.find_spec(f"{__package__}._C") is None:
+        return "extension ekdaa_cuda._C not built (no CUDA compiler at build time)"
     try:
         from . import _C
-    except ModuleNotFoundError:
-        return "extension ekdaa_cuda._C not built (no CUDA compiler at build time)"
     except ImportError as exc:
         return f"extension ekdaa_cuda._C failed to import: {exc}"
     try:
@@ -47,7 +49,7 @@ def cuda_status() -> str:
             return "cupy is installed but cannot use the CUDA device (check that its CUDA version matches the driver)"
         major, minor = props["compute_capability"]
         return f"ok: {props['name']}, compute capability {major}.{minor}"
-    except Exception as exc:  # noqa: BLE001 -- never raise: this is a diagnostic
+    except Exception as exc:
         return f"CUDA check failed: {type(exc).__name__}: {exc}"
 
 

@@ -12,7 +12,7 @@ import sys
 
 from . import __version__, cuda_status
 from .layers import PRESETS
-from .model import RULES, _CHOICES
+from .model import _CHOICES, RULES
 from .reference import ACTIVATIONS
 
 # CLI flag -> model option, for options passed through only when given

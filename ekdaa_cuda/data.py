@@ -358,7 +358,7 @@ def _download(name: str, split: str) -> str:
             tv_datasets.CIFAR10(str(target), train=split == "train", download=True)
         else:
             tv_datasets.SVHN(str(target), split=split, download=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"Downloading with torchvision into {target} failed: {type(exc).__name__}: {exc}"
     return f"torchvision's download into {target} finished, but the files were not found there."
 

@@ -110,7 +110,7 @@ def dropout_threshold(p: float) -> int:
     """A unit is kept iff its top 24 random bits are >= floor(p * 2^24)."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
-    return int(math.floor(p * (1 << 24)))
+    return math.floor(p * (1 << 24))
 
 
 def dropout_scale(p: float, dtype) -> np.generic:
@@ -200,7 +200,8 @@ def unpool_argmax_nhwc(d: np.ndarray, idx: np.ndarray, out_hw: tuple[int, int]) 
     win = np.zeros((n, h2, w2, c, 4), dtype=d.dtype)
     np.put_along_axis(win, idx[..., None].astype(np.intp), d[..., None], axis=-1)
     out = np.zeros((n, out_hw[0], out_hw[1], c), dtype=d.dtype)
-    out[:, : 2 * h2, : 2 * w2] = win.reshape(n, h2, w2, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(n, 2 * h2, 2 * w2, c)
+    win = win.reshape(n, h2, w2, c, 2, 2).transpose(0, 1, 4, 2, 5, 3)  # -> [N, h2, dy, w2, dx, C]
+    out[:, : 2 * h2, : 2 * w2] = win.reshape(n, 2 * h2, 2 * w2, c)
     return out
 
 

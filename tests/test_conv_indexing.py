@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ekdaa_cuda import reference
-from ekdaa_cuda.ops.fc import RULE_CODES
+from ekdaa_cuda.ops._check import RULE_CODES
 
 ACT = reference.ACTIVATION_CODES
 ACTIVATIONS = list(ACT)

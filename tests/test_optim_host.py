@@ -17,6 +17,7 @@ import pytest
 from ekdaa_cuda import reference
 from ekdaa_cuda.ops import fc as fc_ops
 from ekdaa_cuda.ops import optim as optim_ops
+from ekdaa_cuda.ops._check import RULE_CODES
 from ekdaa_cuda.optim import DEFAULT_HYPER, Optimizer
 
 HYPER = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "decay": 0.9}
@@ -111,7 +112,7 @@ def test_fc_scalar_checks():
     assert fc_ops.activation_code("fc_fwd", "sigmoid") == reference.ACTIVATION_CODES["sigmoid"]
     with pytest.raises(ValueError, match="fc_fwd: activation must be one of"):
         fc_ops.activation_code("fc_fwd", "gelu")
-    assert fc_ops.rule_code("error_epilogue", "bp", "tanh") == fc_ops.RULE_CODES["bp"]
+    assert fc_ops.rule_code("error_epilogue", "bp", "tanh") == RULE_CODES["bp"]
     with pytest.raises(ValueError, match="error_epilogue: rule must be one of"):
         fc_ops.rule_code("error_epilogue", "fa", "tanh")
     with pytest.raises(ValueError, match="error_epilogue: rule 'bp' needs"):
@@ -211,7 +212,7 @@ def test_host_error_epilogue_matches_reference(C, rng, activation, rule, p):
     key = reference.dropout_key(int(rng.integers(1 << 31)), 3, 1)
     _, threshold, scale = fc_ops.dropout_args("test", p, key, n)
     got = C.host_error_epilogue(
-        fc_ops.RULE_CODES[rule], reference.ACTIVATION_CODES[activation], h, d, beta, key, threshold, scale
+        RULE_CODES[rule], reference.ACTIVATION_CODES[activation], h, d, beta, key, threshold, scale
     )
     h64, d64 = h.astype(np.float64), d.astype(np.float64)
     if rule == "ekdaa":

@@ -26,7 +26,7 @@ def naive_conv(x, w, b=None):
 
 def naive_conv_transpose(e, w):
     """d[n, ci, y, x] = Σ e[n, co, y', x'] w[co, ci, y − y' + p, x − x' + p] (scatter form)."""
-    n, co, h, wd = e.shape
+    n, _, h, wd = e.shape
     _, ci, k, _ = w.shape
     p = k // 2
     d = np.zeros((n, ci, h + 2 * p, wd + 2 * p))
@@ -172,7 +172,7 @@ def test_optimizers_by_hand():
     p2, v2 = ref.sgd_momentum_update(p1, g, v1, lr=0.1, momentum=0.9)
     np.testing.assert_allclose(v2, 1.9 * g)
     np.testing.assert_allclose(p2, p - 0.1 * g - 0.1 * 1.9 * g)
-    pa, m, v = ref.adam_update(p, g, np.zeros(2), np.zeros(2), 1, lr=0.1)
+    pa, _, _ = ref.adam_update(p, g, np.zeros(2), np.zeros(2), 1, lr=0.1)
     np.testing.assert_allclose(pa, p - 0.1 * g / (np.abs(g) + 1e-8))  # first Adam step moves by lr·sign
     pr, s = ref.rmsprop_update(p, g, np.zeros(2), lr=0.1, decay=0.9)
     np.testing.assert_allclose(s, 0.1 * g * g)

@@ -101,7 +101,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(training.TrainingDiverged, match="diverged.*last good checkpoint"):
         ek.train("fmnist", epochs=50, data=data, out_dir=tmp_path, rule="bp", activation="linear", lr=10.0,
                  checkpoint_every=1, **SMALL)
-    arrays, state = training.load_checkpoint(tmp_path / "checkpoint.npz")
+    arrays, _ = training.load_checkpoint(tmp_path / "checkpoint.npz")
     assert int(arrays["step_count"]) >= 1
     assert all(np.all(np.isfinite(v)) for k, v in arrays.items() if k.startswith("param."))
 

@@ -8,7 +8,15 @@ Nothing is copied to make an array contiguous: non-contiguous input is refused.
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import reference
+
+RULE_CODES = {"ekdaa": 0, "bp": 1}  # csrc/fc.h ErrorRule: the epilogue of the error projections
+COUNTER_RANGE = 1 << 32  # dropout counters are uint32 flat indices
 
 
 def _cupy():
@@ -40,7 +48,9 @@ def check_array(op: str, name: str, arr, dtype: str, shape_spec: Sequence, shape
                     f"{op}: {name} must be {want} with {label}={need} (axis {axis}), got {tuple(arr.shape)}"
                 )
     if not arr.flags.c_contiguous:
-        raise ValueError(f"{op}: {name} must be C-contiguous, got strides {arr.strides}; pass cupy.ascontiguousarray({name})")
+        raise ValueError(
+            f"{op}: {name} must be C-contiguous, got strides {arr.strides}; pass cupy.ascontiguousarray({name})"
+        )
     device = cp.cuda.Device().id
     if arr.device.id != device:
         raise ValueError(f"{op}: {name} lives on device {arr.device.id}, but the current device is {device}")
@@ -56,3 +66,65 @@ def check_positive(op: str, name: str, value: int) -> int:
 def stream_ptr() -> int:
     """Raw handle of CuPy's current stream, passed to every launcher."""
     return _cupy().cuda.get_current_stream().ptr
+
+
+def extension():
+    """The compiled extension (imported on first use: the package imports without it)."""
+    from .. import _C
+
+    return _C
+
+
+def activation_code(op: str, activation) -> int:
+    if activation not in reference.ACTIVATION_CODES:
+        raise ValueError(f"{op}: activation must be one of {', '.join(reference.ACTIVATIONS)}, got {activation!r}")
+    return reference.ACTIVATION_CODES[activation]
+
+
+def rule_code(op: str, rule, activation) -> int:
+    if rule not in RULE_CODES:
+        raise ValueError(f"{op}: rule must be one of {', '.join(RULE_CODES)}, got {rule!r}")
+    if rule == "bp" and activation == "signum":
+        raise ValueError(f"{op}: rule 'bp' needs φ', which signum does not have (activation='signum')")
+    return RULE_CODES[rule]
+
+
+def finite_float(op: str, name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: {name} must be a finite number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{op}: {name} must be a finite number, got {value!r}")
+    return v
+
+
+def dropout_args(op: str, p, key, numel: int) -> tuple[int, int, float]:
+    """(key, threshold, scale) for the launchers, validated; scale = float32(1/(1−p))."""
+    p = finite_float(op, "dropout", p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{op}: dropout must be in [0, 1), got {p!r}")
+    if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < COUNTER_RANGE:
+        raise ValueError(f"{op}: dropout_key must be an integer in [0, 2^32), got {key!r}")
+    if p > 0.0 and numel > COUNTER_RANGE:
+        raise ValueError(f"{op}: dropout over {numel} elements exceeds the 2^32 counter range")
+    return int(key), reference.dropout_threshold(p), float(np.float32(1.0 / (1.0 - p)))
+
+
+def any_shape_spec(ndim: int) -> tuple:
+    """Dimension names for an array of any shape, for check_array's messages."""
+    return tuple(f"d{i}" for i in range(ndim))
+
+
+def output_array(op: str, name: str, arr, spec: tuple, shape: tuple):
+    if arr is None:
+        return _cupy().empty(shape, dtype=np.float32)
+    return check_array(op, name, arr, "float32", spec, shape)
+
+
+def output_arrays(op: str, out, count: int) -> tuple:
+    if out is None:
+        return (None,) * count
+    if not isinstance(out, (tuple, list)) or len(out) != count:
+        raise ValueError(f"{op}: out must be None or a tuple of {count} arrays, got {out!r}")
+    return tuple(out)

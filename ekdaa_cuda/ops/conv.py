@@ -32,7 +32,7 @@ Tests: ``pytest tests/test_conv_indexing.py`` (the kernels' bodies on the CPU) a
 from __future__ import annotations
 
 from . import _check
-from .fc import _ext, _output, _outputs, activation_code, dropout_args, finite_float, rule_code
+from ._check import activation_code, dropout_args, extension, finite_float, output_array, output_arrays, rule_code
 
 NCHW = ("N", "C", "H", "W")
 
@@ -82,17 +82,17 @@ def conv_block_fwd(
         _check.check_array(op, "b", b, "float32", ("C_out",), (c_out,))
     key, threshold, scale = dropout_args(op, dropout, dropout_key, n * c_out * height * width)
     pool = bool(pool)
-    h_out, z_out, idx_out = _outputs(op, out, 3)
-    h = _output(op, "out[0] (h)", h_out, ("N", "C_out", "H", "W"), (n, c_out, height, width))
+    h_out, z_out, idx_out = output_arrays(op, out, 3)
+    h = output_array(op, "out[0] (h)", h_out, ("N", "C_out", "H", "W"), (n, c_out, height, width))
     out_shape = (n, c_out, height // 2, width // 2) if pool else (n, c_out, height, width)
-    z = _output(op, "out[1] (out)", z_out, ("N", "C_out", "Ho", "Wo"), out_shape)
+    z = output_array(op, "out[1] (out)", z_out, ("N", "C_out", "Ho", "Wo"), out_shape)
     argmax = None
     if pool:
         if idx_out is None:
             argmax = _check._cupy().empty(out_shape, dtype="uint8")
         else:
             argmax = _check.check_array(op, "out[2] (argmax)", idx_out, "uint8", ("N", "C_out", "Hp", "Wp"), out_shape)
-    _ext().conv_block_fwd(
+    extension().conv_block_fwd(
         x.data.ptr,
         w.data.ptr,
         0 if b is None else b.data.ptr,
@@ -143,8 +143,8 @@ def conv_error_proj(
         _pooled_h(op, h, n, c_in, hp, wp)
         _codes(op, argmax, (n, c_in, hp, wp))
     key, threshold, scale = dropout_args(op, dropout, dropout_key, h.size)
-    e_below = _output(op, "out", out, ("N", "C_in", "Hh", "Wh"), h.shape)
-    _ext().conv_error_proj(
+    e_below = output_array(op, "out", out, ("N", "C_in", "Hh", "Wh"), h.shape)
+    extension().conv_error_proj(
         e.data.ptr,
         kernel.data.ptr,
         h.data.ptr,
@@ -180,8 +180,9 @@ def conv_proj(e, kernel, *, out=None):
     c_out, c_in = kernel.shape[:2]
     _check.check_array(op, "e", e, "float32", ("N", "C_out", "H", "W"), (None, c_out, None, None))
     n, _, height, width = e.shape
-    d = _output(op, "out", out, ("N", "C_in", "H", "W"), (n, c_in, height, width))
-    _ext().conv_proj(e.data.ptr, kernel.data.ptr, d.data.ptr, n, c_in, c_out, height, width, k, _check.stream_ptr())
+    d = output_array(op, "out", out, ("N", "C_in", "H", "W"), (n, c_in, height, width))
+    stream = _check.stream_ptr()
+    extension().conv_proj(e.data.ptr, kernel.data.ptr, d.data.ptr, n, c_in, c_out, height, width, k, stream)
     return d
 
 
@@ -201,8 +202,8 @@ def unpool_error(d, h, argmax, *, activation="tanh", beta=0.9, dropout=0.0, drop
     _pooled_h(op, h, n, c, hp, wp)
     _codes(op, argmax, d.shape)
     key, threshold, scale = dropout_args(op, dropout, dropout_key, h.size)
-    e = _output(op, "out", out, ("N", "C", "Hh", "Wh"), h.shape)
-    _ext().unpool_error(
+    e = output_array(op, "out", out, ("N", "C", "Hh", "Wh"), h.shape)
+    extension().unpool_error(
         d.data.ptr,
         h.data.ptr,
         argmax.data.ptr,
@@ -239,8 +240,8 @@ def unpool_bilinear(d, out_hw, *, out=None):
     n, c, height, width = d.shape
     if height == 0 or width == 0:
         raise ValueError(f"{op}: d must have non-empty planes to resize, got {tuple(d.shape)}")
-    full = _output(op, "out", out, NCHW, (n, c, out_h, out_w))
-    _ext().unpool_bilinear(d.data.ptr, full.data.ptr, n, c, height, width, out_h, out_w, _check.stream_ptr())
+    full = output_array(op, "out", out, NCHW, (n, c, out_h, out_w))
+    extension().unpool_bilinear(d.data.ptr, full.data.ptr, n, c, height, width, out_h, out_w, _check.stream_ptr())
     return full
 
 
@@ -261,12 +262,12 @@ def conv_filter_update(z, e, k, *, gamma=0.1, bias=True, out=None):
     n, c_in, height, width = z.shape
     _check.check_array(op, "e", e, "float32", ("N", "C_out", "H", "W"), (n, None, height, width))
     c_out = e.shape[1]
-    dw_out, db_out, de_out = _outputs(op, out, 3)
+    dw_out, db_out, de_out = output_arrays(op, out, 3)
     w_spec, w_shape = ("C_out", "C_in", "k", "k"), (c_out, c_in, k, k)
-    dw = _output(op, "out[0] (dW)", dw_out, w_spec, w_shape)
-    de = _output(op, "out[2] (dE)", de_out, w_spec, w_shape)
-    db = _output(op, "out[1] (db)", db_out, ("C_out",), (c_out,)) if bias else None
-    _ext().conv_filter_update(
+    dw = output_array(op, "out[0] (dW)", dw_out, w_spec, w_shape)
+    de = output_array(op, "out[2] (dE)", de_out, w_spec, w_shape)
+    db = output_array(op, "out[1] (db)", db_out, ("C_out",), (c_out,)) if bias else None
+    extension().conv_filter_update(
         z.data.ptr,
         e.data.ptr,
         dw.data.ptr,

@@ -23,78 +23,19 @@ Tests: ``pytest tests/gpu/test_ops_fc.py`` (needs a GPU) and ``tests/test_optim_
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
-from .. import reference
 from . import _check
+from ._check import (
+    activation_code,
+    any_shape_spec,
+    dropout_args,
+    extension,
+    finite_float,
+    output_array,
+    output_arrays,
+    rule_code,
+)
 
-RULE_CODES = {"ekdaa": 0, "bp": 1}  # csrc/fc.h ErrorRule
 LAYOUT_CODES = {"out_in": 0, "in_out": 1}  # csrc/fc.h WeightLayout
-_COUNTER_RANGE = 1 << 32  # dropout counters are uint32 flat indices
-
-
-def _ext():
-    """The compiled extension (imported on first use: the package imports without it)."""
-    from .. import _C
-
-    return _C
-
-
-def activation_code(op: str, activation) -> int:
-    if activation not in reference.ACTIVATION_CODES:
-        raise ValueError(f"{op}: activation must be one of {', '.join(reference.ACTIVATIONS)}, got {activation!r}")
-    return reference.ACTIVATION_CODES[activation]
-
-
-def rule_code(op: str, rule, activation) -> int:
-    if rule not in RULE_CODES:
-        raise ValueError(f"{op}: rule must be one of {', '.join(RULE_CODES)}, got {rule!r}")
-    if rule == "bp" and activation == "signum":
-        raise ValueError(f"{op}: rule 'bp' needs φ', which signum does not have (activation='signum')")
-    return RULE_CODES[rule]
-
-
-def finite_float(op: str, name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{op}: {name} must be a finite number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{op}: {name} must be a finite number, got {value!r}")
-    return v
-
-
-def dropout_args(op: str, p, key, numel: int) -> tuple[int, int, float]:
-    """(key, threshold, scale) for the launchers, validated; scale = float32(1/(1−p))."""
-    p = finite_float(op, "dropout", p)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"{op}: dropout must be in [0, 1), got {p!r}")
-    if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < _COUNTER_RANGE:
-        raise ValueError(f"{op}: dropout_key must be an integer in [0, 2^32), got {key!r}")
-    if p > 0.0 and numel > _COUNTER_RANGE:
-        raise ValueError(f"{op}: dropout over {numel} elements exceeds the 2^32 counter range")
-    return int(key), reference.dropout_threshold(p), float(np.float32(1.0 / (1.0 - p)))
-
-
-def any_shape_spec(ndim: int) -> tuple:
-    """Dimension names for an array of any shape, for check_array's messages."""
-    return tuple(f"d{i}" for i in range(ndim))
-
-
-def _output(op: str, name: str, arr, spec: tuple, shape: tuple):
-    if arr is None:
-        return _check._cupy().empty(shape, dtype=np.float32)
-    return _check.check_array(op, name, arr, "float32", spec, shape)
-
-
-def _outputs(op: str, out, count: int) -> tuple:
-    if out is None:
-        return (None,) * count
-    if not isinstance(out, (tuple, list)) or len(out) != count:
-        raise ValueError(f"{op}: out must be None or a tuple of {count} arrays, got {out!r}")
-    return tuple(out)
 
 
 def fc_fwd(z, w, b=None, *, activation="tanh", apply_activation=True, dropout=0.0, dropout_key=0, out=None):
@@ -111,10 +52,10 @@ def fc_fwd(z, w, b=None, *, activation="tanh", apply_activation=True, dropout=0.
     if b is not None:
         _check.check_array(op, "b", b, "float32", ("F_out",), (f_out,))
     key, threshold, scale = dropout_args(op, dropout, dropout_key, n * f_out)
-    h_out, z_out = _outputs(op, out, 2)
-    h = _output(op, "out[0] (h)", h_out, ("N", "F_out"), (n, f_out))
-    a = _output(op, "out[1] (out)", z_out, ("N", "F_out"), (n, f_out))
-    _ext().fc_fwd(
+    h_out, z_out = output_arrays(op, out, 2)
+    h = output_array(op, "out[0] (h)", h_out, ("N", "F_out"), (n, f_out))
+    a = output_array(op, "out[1] (out)", z_out, ("N", "F_out"), (n, f_out))
+    extension().fc_fwd(
         z.data.ptr,
         w.data.ptr,
         0 if b is None else b.data.ptr,
@@ -148,8 +89,8 @@ def fc_proj(e, weight, *, weight_layout="out_in", out=None):
     """d = e W (weight [F_out, F_in], ``"out_in"``) or d = e Eᵀ (weight [F_in, F_out], ``"in_out"``). e [N, F_out]."""
     op = "fc_proj"
     layout, n, f_in, f_out = _projection_shapes(op, e, weight, weight_layout)
-    d = _output(op, "out", out, ("N", "F_in"), (n, f_in))
-    _ext().fc_proj(e.data.ptr, weight.data.ptr, d.data.ptr, n, f_in, f_out, layout, _check.stream_ptr())
+    d = output_array(op, "out", out, ("N", "F_in"), (n, f_in))
+    extension().fc_proj(e.data.ptr, weight.data.ptr, d.data.ptr, n, f_in, f_out, layout, _check.stream_ptr())
     return d
 
 
@@ -165,8 +106,8 @@ def fc_error_proj(e, weight, h, *, weight_layout, activation, beta, dropout=0.0,
     layout, n, f_in, f_out = _projection_shapes(op, e, weight, weight_layout)
     _check.check_array(op, "h", h, "float32", ("N", "F_in"), (n, f_in))
     key, threshold, scale = dropout_args(op, dropout, dropout_key, n * f_in)
-    e_below = _output(op, "out", out, ("N", "F_in"), (n, f_in))
-    _ext().fc_error_proj(
+    e_below = output_array(op, "out", out, ("N", "F_in"), (n, f_in))
+    extension().fc_error_proj(
         e.data.ptr,
         weight.data.ptr,
         h.data.ptr,
@@ -199,8 +140,8 @@ def error_epilogue(d, h, *, activation, beta, dropout=0.0, dropout_key=0, rule="
     _check.check_array(op, "d", d, "float32", spec)
     _check.check_array(op, "h", h, "float32", spec, d.shape)
     key, threshold, scale = dropout_args(op, dropout, dropout_key, d.size)
-    e = _output(op, "out", out, spec, d.shape)
-    _ext().error_epilogue(
+    e = output_array(op, "out", out, spec, d.shape)
+    extension().error_epilogue(
         d.data.ptr, h.data.ptr, e.data.ptr, d.size, rule_c, act, beta, key, threshold, scale, _check.stream_ptr()
     )
     return e
@@ -217,15 +158,15 @@ def fc_update(z, e, *, gamma=0.1, bias=True, out=None):
     n, f_in = z.shape
     _check.check_array(op, "e", e, "float32", ("N", "F_out"), (n, None))
     f_out = e.shape[1]
-    dw_out, db_out, de_out = _outputs(op, out, 3)
-    dw = _output(op, "out[0] (dW)", dw_out, ("F_out", "F_in"), (f_out, f_in))
-    de = _output(op, "out[2] (dE)", de_out, ("F_in", "F_out"), (f_in, f_out))
+    dw_out, db_out, de_out = output_arrays(op, out, 3)
+    dw = output_array(op, "out[0] (dW)", dw_out, ("F_out", "F_in"), (f_out, f_in))
+    de = output_array(op, "out[2] (dE)", de_out, ("F_in", "F_out"), (f_in, f_out))
     stream = _check.stream_ptr()
-    _ext().fc_update(z.data.ptr, e.data.ptr, dw.data.ptr, de.data.ptr, n, f_in, f_out, gamma, stream)
+    extension().fc_update(z.data.ptr, e.data.ptr, dw.data.ptr, de.data.ptr, n, f_in, f_out, gamma, stream)
     db = None
     if bias:
-        db = _output(op, "out[1] (db)", db_out, ("F_out",), (f_out,))
-        _ext().fc_bias_update(e.data.ptr, db.data.ptr, n, f_out, stream)
+        db = output_array(op, "out[1] (db)", db_out, ("F_out",), (f_out,))
+        extension().fc_bias_update(e.data.ptr, db.data.ptr, n, f_out, stream)
     return dw, db, de
 
 
@@ -239,11 +180,11 @@ def softmax_error(h, labels, *, out=None):
     _check.check_array(op, "h", h, "float32", ("N", "C"))
     n, c = h.shape
     _check.check_array(op, "labels", labels, "int32", ("N",), (n,))
-    p_out, e_out, l_out = _outputs(op, out, 3)
-    probs = _output(op, "out[0] (probs)", p_out, ("N", "C"), (n, c))
-    e = _output(op, "out[1] (e)", e_out, ("N", "C"), (n, c))
-    loss = _output(op, "out[2] (loss)", l_out, ("N",), (n,))
-    _ext().softmax_error(
+    p_out, e_out, l_out = output_arrays(op, out, 3)
+    probs = output_array(op, "out[0] (probs)", p_out, ("N", "C"), (n, c))
+    e = output_array(op, "out[1] (e)", e_out, ("N", "C"), (n, c))
+    loss = output_array(op, "out[2] (loss)", l_out, ("N",), (n,))
+    extension().softmax_error(
         h.data.ptr, labels.data.ptr, probs.data.ptr, e.data.ptr, loss.data.ptr, n, c, _check.stream_ptr()
     )
     return probs, e, loss

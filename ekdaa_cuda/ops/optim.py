@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import reference
 from . import _check
-from .fc import _ext, any_shape_spec, finite_float
+from ._check import any_shape_spec, extension, finite_float
 
 OPTIMIZER_CODES = {name: code for code, name in enumerate(reference.OPTIMIZERS)}  # csrc/optim.h OptimKind
 STATE_SLOTS = {"sgd": ("v",), "adam": ("m", "v"), "rmsprop": ("s",)}  # state1, state2 of each kind
@@ -122,7 +122,7 @@ class MultiTensorOptimizer:
         self.state = [{slot: cp.zeros_like(p) for slot in STATE_SLOTS[kind]} for p in params]
         sizes = [p.size for p in params]
         state_ptrs = [[st[slot].data.ptr for slot in STATE_SLOTS[kind]] for st in self.state]
-        offsets = chunk_offsets(sizes, int(_ext().OPTIM_CHUNK))
+        offsets = chunk_offsets(sizes, int(extension().OPTIM_CHUNK))
         self._n_chunks = int(offsets[-1])
         self._tensors = cp.asarray(tensor_table(ptrs, state_ptrs, sizes))
         self._chunks = cp.asarray(offsets)
@@ -153,7 +153,7 @@ class MultiTensorOptimizer:
         adam = self.kind == "adam"
         bias_correction1 = 1.0 - hyper["beta1"] ** t if adam else 1.0
         bias_correction2 = 1.0 - hyper["beta2"] ** t if adam else 1.0
-        C = _ext()
+        C = extension()
         stream = _check.stream_ptr()
         tensors = self._tensors
         if hyper["rho"] > 0:

@@ -75,7 +75,8 @@ def assert_within(got, want, tol, what):
     excess = np.abs(got - want) - tol
     worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.size else None
     assert excess.size == 0 or excess[worst] <= 0, (
-        f"{what}: at {worst} got {got[worst]!r}, want {want[worst]!r} (tolerance {np.broadcast_to(tol, want.shape)[worst]})"
+        f"{what}: at {worst} got {got[worst]!r}, want {want[worst]!r} "
+        f"(tolerance {np.broadcast_to(tol, want.shape)[worst]})"
     )
 
 
