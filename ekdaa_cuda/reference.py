@@ -145,6 +145,8 @@ def dropout_mask(seed: int, step: int, layer: int, shape: tuple, p: float, dtype
 def _im2col_nhwc(x: np.ndarray, k: int) -> np.ndarray:
     """[N, H, W, C] -> [N*H*W, k*k*C] patches of the zero-padded input, (ky, kx, c) order."""
     n, h, w, c = x.shape
+    if h == 0 or w == 0:  # an empty plane (e.g. pooled from a 1-pixel map) has no patches
+        return np.zeros((0, k * k * c), dtype=x.dtype)
     p = k // 2
     xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
     win = sliding_window_view(xp, (k, k), axis=(1, 2))  # [N, H, W, C, ky, kx]

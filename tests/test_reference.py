@@ -76,6 +76,16 @@ def test_conv_ops_exact_on_integers(rng):
     assert ref.conv2d(x, w).dtype == np.float32
 
 
+def test_conv_ops_on_empty_planes():
+    w = np.ones((2, 3, 3, 3))
+    for shape in [(2, 3, 0, 4), (2, 3, 1, 0), (0, 3, 4, 4)]:
+        x = np.zeros(shape)
+        e = np.zeros((shape[0], 2, *shape[2:]))
+        assert ref.conv2d(x, w).shape == e.shape
+        assert ref.conv2d_transpose(e, w).shape == shape
+        assert np.array_equal(ref.conv2d_filter_grad(x, e, 3), np.zeros(w.shape))
+
+
 def test_transposed_conv_is_the_adjoint_and_filter_grad_the_derivative(rng):
     x = rng.standard_normal((2, 3, 6, 5))
     w = rng.standard_normal((4, 3, 3, 3))
