@@ -20,7 +20,8 @@ def _version(v: int) -> str:
 def cuda_status() -> str:
     """``"ok: <device name>, compute capability X.Y"``, or the first reason CUDA is unusable."""
     if importlib.util.find_spec(f"{__package__}._C") is None:
-        return "extension ekdaa_cuda._C not built (no CUDA compiler at build time)"
+        return ("extension ekdaa_cuda._C not built (installed without a CUDA compiler, or imported from a "
+                "source checkout: pip install . with nvcc on PATH builds it)")
     try:
         from . import _C
     except ImportError as exc:
