@@ -3,6 +3,8 @@
     ekdaa-cuda train --preset fmnist --epochs 1            # best backend available
     ekdaa-cuda train --preset fmnist --out runs/a --resume  # continue a stopped run
     ekdaa-cuda info                                         # version, backends, CUDA status
+    ekdaa-cuda reproduce table2 --dataset fashion-mnist --trials 10 --out runs/t2   # paper Table 2
+    ekdaa-cuda reproduce curves|tsne|alignment ...          # paper figures (see ekdaa_cuda.reproduce)
 """
 
 from __future__ import annotations
@@ -53,7 +55,89 @@ def _parser() -> argparse.ArgumentParser:
                        help="model option (default: the preset's)")
 
     sub.add_parser("info", help="print the version, backends and CUDA status")
+    _add_reproduce(sub)
     return p
+
+
+def _add_reproduce(sub) -> None:
+    """``ekdaa-cuda reproduce table2|curves|tsne|alignment`` (see ekdaa_cuda.reproduce)."""
+    from .reproduce import DATASETS, DEFAULT_EPOCHS, SETTINGS
+
+    r = sub.add_parser("reproduce", help="paper Table 2 trials, learning curves, t-SNE, alignment")
+    what = r.add_subparsers(dest="what", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    methods = ",".join(SETTINGS)
+
+    def common(q, epochs):
+        q.add_argument("--dataset", default="fashion-mnist", help=f"one of {', '.join(DATASETS)}")
+        q.add_argument("--epochs", type=int, default=epochs)
+        q.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+        q.add_argument("--backend", default="auto", choices=("auto", "numpy", "cuda"))
+        q.add_argument("--data-root", default=None, help="folder holding the dataset files")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a setting for every method (model option or batch_size), e.g. rho=1.0")
+        q.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    t = what.add_parser("table2", help="N trials of each method; table2.json / table2.md", formatter_class=fmt)
+    common(t, DEFAULT_EPOCHS)
+    t.add_argument("--rules", "--methods", dest="methods", default=methods,
+                   help="comma-separated methods (named settings in ekdaa_cuda.reproduce.SETTINGS)")
+    t.add_argument("--trials", type=int, default=10)
+    t.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
+    t.add_argument("--out", default="runs/table2", help="output folder (runs, table2.json, table2.md)")
+    t.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoint.npz")
+    t.add_argument("--literal", action="store_true",
+                   help="use the paper tables' literal settings (relu, larger lr) where ours deviate")
+
+    c = what.add_parser("curves", help="learning curves from the runs of `reproduce table2`", formatter_class=fmt)
+    c.add_argument("--dataset", default="fashion-mnist")
+    c.add_argument("--rules", "--methods", dest="methods", default=None, help="methods to plot (default: all found)")
+    c.add_argument("--out", default="runs/table2", help="the folder `reproduce table2` wrote")
+
+    s = what.add_parser("tsne", help="t-SNE of the last hidden layer at chosen epochs", formatter_class=fmt)
+    common(s, 2)
+    s.add_argument("--rule", "--method", dest="method", default="ekdaa", choices=list(SETTINGS))
+    s.add_argument("--at", default=None, help="comma-separated epochs to plot (0 = initial weights)")
+    s.add_argument("--samples", type=int, default=1000, help="test images embedded")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="runs/tsne")
+
+    a = what.add_parser("alignment", help="angle of each rule's updates to the true gradient over training",
+                        formatter_class=fmt)
+    common(a, 1)
+    a.add_argument("--rules", "--methods", dest="methods", default="ekdaa,fa,kp,dfa,sdfa,drtp")
+    a.add_argument("--every", type=int, default=20, help="measure every N steps (and at every epoch end)")
+    a.add_argument("--probe", type=int, default=100, help="training images in the probe batch")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", default="runs/alignment")
+
+
+def _reproduce(args) -> int:
+    from . import reproduce as rp
+
+    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    try:
+        if args.what == "curves":
+            say(f"wrote {rp.curves(args.out, args.dataset, args.methods)}")
+            return 0
+        common = dict(dataset=args.dataset, epochs=args.epochs, train_limit=args.train_limit, backend=args.backend,
+                      out_dir=args.out, data_root=args.data_root, overrides=rp.parse_overrides(args.set),
+                      progress=not args.no_progress)
+        if args.what == "table2":
+            rows = rp.table2(methods=args.methods, trials=args.trials, test_limit=args.test_limit,
+                             keep_checkpoints=args.keep_checkpoints, literal=args.literal, log=say, **common)
+            say(rp.summary_table(rows))
+            say(f"wrote {args.out}/table2.json and {args.out}/table2.md")
+        elif args.what == "tsne":
+            at = None if args.at is None else [int(a) for a in args.at.split(",")]
+            say(f"wrote {rp.tsne(method=args.method, at=at, samples=args.samples, seed=args.seed, **common)}")
+        else:
+            path = rp.alignment(methods=args.methods, every=args.every, probe=args.probe, seed=args.seed, **common)
+            say(f"wrote {path}")
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _train(args) -> int:
@@ -93,6 +177,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "reproduce":
+        return _reproduce(args)
     return _info()
 
 

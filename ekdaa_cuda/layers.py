@@ -34,6 +34,13 @@ PRESETS = {
     },
 }
 PRESETS["svhn"] = {**PRESETS["cifar"], "dataset": "svhn"}
+# The paper's fully-connected baselines (Table 2 "BP (FC)" = rule "bp", "LRA-E (FC)" = rule "ekdaa"
+# or its alias "lra-e"). The paper gives no architecture for them; we use two hidden tanh layers of
+# 128 units, the fc_per_layer = 128 that appendix Tables 5-9 fix for every model.
+_FC_BASELINE = ["flatten", "fc128", "fc128", "out10"]
+PRESETS["fmnist-fc"] = {"input_shape": (1, 28, 28), "layers": list(_FC_BASELINE), "dataset": "fashion-mnist"}
+PRESETS["cifar-fc"] = {"input_shape": (3, 32, 32), "layers": list(_FC_BASELINE), "dataset": "cifar10"}
+PRESETS["svhn-fc"] = {**PRESETS["cifar-fc"], "dataset": "svhn"}
 
 _SHORT = re.compile(r"^(conv|fc|out|output)(\d+)$")
 

@@ -12,6 +12,9 @@ unpooled at the recorded argmax, and every layer forms its target y = φ(h − �
 error e = (φ(h) − y)·m/(1−p). The updates are ΔW = eᵀz (FC), ΔW = z ⋆ Flip(e) (conv),
 Δb = Σe and ΔE = γΔWᵀ (FC) / γΔW (conv), summed over the batch.
 BP runs the same sweep with W in place of E and d·φ'(h) in place of the target error.
+The comparison rules (FA, Kolen–Pollack, DFA, SDFA, RDFA, DRTP, LRA-E) are defined in
+``ekdaa_cuda.rules``; the layer-wise ones (FA, KP) run the sweep below with the error weights
+as feedback, the direct ones (DFA family) dispatch to ``rules.direct_backward``.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import math
 import numpy as np
 
 from . import reference as ref
+from . import rules
 from .backend_numpy import NumpyBackend
 from .layers import Block, build_blocks, preset_layers
 from .optim import DEFAULT_HYPER
 
-RULES = ("ekdaa", "bp")
+RULES = rules.RULES
 
 DEFAULT_OPTIONS = {
     "activation": "tanh",
@@ -44,6 +48,7 @@ DEFAULT_OPTIONS = {
     "lr": 5e-4,
     "rho": 0.0,
     "dtype": "float32",
+    "kp_decay": 0.0,  # Kolen–Pollack weight decay κ (rule "kp" only; see rules.py)
     **DEFAULT_HYPER,
 }
 # variant="release" bundles the authors' TensorFlow release (SPEC.md); explicit options still win.
@@ -76,12 +81,14 @@ def resolve_options(options: dict) -> dict:
         if opts[key] not in choices:
             raise ValueError(f"option {key}={opts[key]!r} is not one of {', '.join(choices)}")
     ref.check_activation(opts["activation"])
-    for key in ("beta", "gamma", "lr", "rho", "dropout_conv", "dropout_fc"):
+    for key in ("beta", "gamma", "lr", "rho", "dropout_conv", "dropout_fc", "kp_decay"):
         if not isinstance(opts[key], (int, float)) or not math.isfinite(opts[key]):
             raise ValueError(f"option {key} must be a finite number, got {opts[key]!r}")
     for key in ("dropout_conv", "dropout_fc"):
         if not 0.0 <= opts[key] < 1.0:
             raise ValueError(f"option {key} must be in [0, 1), got {opts[key]!r}")
+    if opts["kp_decay"] < 0:
+        raise ValueError(f"option kp_decay must be >= 0, got {opts['kp_decay']!r}")
     return opts
 
 
@@ -104,10 +111,7 @@ class Model:
                                                 self.opts["bias"])
         self.classes = self.blocks[-1].size
         self.conv_forward_linear = self.opts["variant"] == "release"
-        if rule == "bp":
-            for b in self.blocks:
-                if b.activation == "signum" and not (b.kind == "conv" and self.conv_forward_linear):
-                    raise ValueError(f"rule 'bp' needs a differentiable activation; {b.name} uses signum")
+        self.sweep_rule = rules.check_rule(rule, self.blocks, self.conv_forward_linear)  # "lra-e" runs "ekdaa"
         self.params = {k: self.backend.asarray(v) for k, v in self._init_params().items()}
         self.optimizer = self.backend.make_optimizer(self.params, self.opts["optimizer"], self.opts["lr"],
                                                      self.opts["rho"], {k: self.opts[k] for k in DEFAULT_HYPER})
@@ -130,10 +134,13 @@ class Model:
             else:
                 e = ref.glorot(rng, b.error_shape, self.opts["error_init"].removeprefix("glorot_"), self.dtype)
             params[f"{b.name}.error_weight"] = e
+        # DFA-family feedback matrices, from their own generator (W and E above do not depend on the rule)
+        params.update(rules.init_feedback(self.rule, self.blocks, self.classes, self.seed, self.opts["error_init"],
+                                          self.dtype))
         return params
 
     def state_dict(self) -> dict:
-        """Copies of every parameter as NumPy arrays, keyed ``<layer>.weight|bias|error_weight``."""
+        """Copies of every parameter as NumPy arrays, keyed ``<layer>.weight|bias|error_weight|feedback``."""
         return {k: self.backend.to_numpy(v) for k, v in self.params.items()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -192,12 +199,12 @@ class Model:
 
     # ------------------------------------------------------------ forward
 
-    def _forward(self, x, step: int | None):
+    def _forward(self, x, step: int | None, stop: int | None = None):
         """Run the network on backend input x. With a step, apply that step's dropout and keep
-        what the updates need (per-block caches)."""
+        what the updates need (per-block caches). With ``stop``, end after block ``stop``."""
         be = self.backend
         a, caches = x, []
-        for b in self.blocks:
+        for b in self.blocks[:None if stop is None else stop + 1]:
             w = self.params[f"{b.name}.weight"]
             bias = self.params.get(f"{b.name}.bias")
             key = None if step is None or b.dropout == 0.0 else ref.dropout_key(self.seed, step, b.index)
@@ -217,6 +224,21 @@ class Model:
         x = self.check_input(x)
         chunks = [self._forward(self.backend.input(x[i:i + EVAL_BATCH]), None)[0] for i in range(0, len(x), EVAL_BATCH)]
         return np.concatenate([self.backend.to_numpy(c) for c in chunks])
+
+    def hidden_features(self, x, layer: str | None = None) -> np.ndarray:
+        """Inference output (post-activation, post-pool, no dropout) of a hidden layer for NCHW x, in the
+        public layout ([N, F] for FC, [N, C, H, W] for conv), as NumPy; default the last hidden layer
+        (the representation the paper's t-SNE plots, Fig. 4)."""
+        names = [b.name for b in self.blocks[:-1]]
+        if not names:
+            raise ValueError("hidden_features: this network has no hidden layer")
+        layer = names[-1] if layer is None else layer
+        if layer not in names:
+            raise ValueError(f"hidden_features: unknown hidden layer {layer!r}; choose one of {', '.join(names)}")
+        x = self.check_input(x, "hidden_features")
+        stop, be = names.index(layer), self.backend
+        return np.concatenate([be.to_numpy(be.public(self._forward(be.input(x[i:i + EVAL_BATCH]), None, stop)[0]))
+                               for i in range(0, len(x), EVAL_BATCH)])
 
     def predict(self, x) -> np.ndarray:
         return self.forward(x).argmax(axis=1)
@@ -250,7 +272,8 @@ class Model:
     def _error_below(self, e, block: Block, below: Block, cache: dict, rule: str):
         """Error units of ``below`` from the error e of ``block`` (SPEC.md step 3)."""
         be, opts = self.backend, self.opts
-        kernel = self.params[f"{block.name}.{'error_weight' if rule == 'ekdaa' else 'weight'}"]
+        feedback = rule in rules.USES_ERROR_WEIGHT  # EKDAA's E, FA/KP's B; BP uses W
+        kernel = self.params[f"{block.name}.{'error_weight' if feedback else 'weight'}"]
         kind = "target" if rule == "ekdaa" else "derivative"
         linear = below.kind == "conv" and self.conv_forward_linear
         if block.kind == "conv" and not (rule == "ekdaa" and opts["normalize"] == "release"):
@@ -258,7 +281,7 @@ class Model:
         if block.kind == "conv":
             d = be.conv_project(e, kernel)
         else:
-            d = be.fc_project(e, kernel, "in_out" if rule == "ekdaa" else "out_in")
+            d = be.fc_project(e, kernel, "in_out" if feedback else "out_in")
             if below.kind == "conv":  # unflatten to the conv block's output map
                 d = be.to_map(d, below.out_shape)
         d = self._normalize_release(d, rule)
@@ -269,6 +292,8 @@ class Model:
 
         With ``errors`` given, every layer's error unit e is stored there too (public layout, NumPy).
         """
+        if rule in rules.DIRECT:
+            return rules.direct_backward(self, caches, probs, labels, rule, errors)
         be = self.backend
         gamma = float(self.opts["gamma"])
         grads = {}
@@ -278,17 +303,21 @@ class Model:
             if errors is not None:
                 errors[b.name] = be.to_numpy(be.public(e))
             release = b.kind == "conv" and rule == "ekdaa" and self.opts["normalize"] == "release"
-            dw, db, de = be.weight_update(cache, e, b, gamma if rule == "ekdaa" and not release else None)
+            dw, db, de = be.weight_update(cache, e, b, gamma if rule == "ekdaa" and not release else
+                                          1.0 if rule == "kp" else None)
             if release:
                 peak = float(dw.max())
                 if peak > 1:
                     dw = dw / dw.dtype.type(peak)
                 dw = dw / dw.dtype.type(b.weight_shape[0] * b.weight_shape[1])
                 de = dw * dw.dtype.type(gamma)
+            if rule == "kp":  # ΔB = ΔWᵀ (FC) / ΔW (conv), optional weight decay on both (rules.py)
+                dw, de = rules.kolen_pollack(be, dw, de, self.params[f"{b.name}.weight"],
+                                             self.params[f"{b.name}.error_weight"], self.opts["kp_decay"])
             grads[f"{b.name}.weight"] = dw
             if b.bias:
                 grads[f"{b.name}.bias"] = db
-            if rule == "ekdaa":  # ΔE = γ ΔWᵀ (FC) / γ ΔW (conv)
+            if rule in ("ekdaa", "kp"):  # EKDAA: ΔE = γ ΔWᵀ (FC) / γ ΔW (conv)
                 grads[f"{b.name}.error_weight"] = de
             if i > 0:
                 e = self._error_below(e, b, self.blocks[i - 1], caches[i - 1], rule)
@@ -305,15 +334,19 @@ class Model:
 
     def updates(self, x, labels) -> dict:
         """The rule's raw updates for one batch (before the optimizer), at the current step's dropout."""
-        return self._host(self._updates(x, labels, self.rule, "updates")[0])
+        return self._host(self._updates(x, labels, self.sweep_rule, "updates")[0])
 
     def errors(self, x, labels, rule: str | None = None) -> dict:
         """Every layer's error unit e for a batch (conv: [N, C, H, W] at pre-pool resolution; FC: [N, F]).
 
-        For EKDAA e = (φ(h) − y)·m/(1−p); for BP it is δ = ∂CE/∂h. The output layer's is z_y − onehot.
+        For EKDAA e = (φ(h) − y)·m/(1−p); for BP it is δ = ∂CE/∂h; for the other rules their δ
+        (rules.py). The output layer's is z_y − onehot.
         """
         errors: dict = {}
-        self._updates(x, labels, rule or self.rule, "errors", errors)
+        rule = self.sweep_rule if rule is None else rules.check_rule(rule, self.blocks, self.conv_forward_linear)
+        if rule in rules.STORED_FEEDBACK and rule != self.sweep_rule:
+            raise ValueError(f"errors: rule {rule!r} needs feedback matrices this {self.rule!r} model does not have")
+        self._updates(x, labels, rule, "errors", errors)
         return errors
 
     def gradients(self, x, labels) -> dict:
@@ -321,13 +354,16 @@ class Model:
         return self._host(self._updates(x, labels, "bp", "gradients")[0])
 
     def alignment(self, x, labels) -> dict:
-        """Per-layer angle in degrees between the rule's ΔW and the true gradient, and between E and Wᵀ."""
+        """Per-layer angle in degrees between the rule's ΔW and the true gradient, and between E and Wᵀ
+        (E vs W for conv; reported for the rules that have error weights: EKDAA/LRA-E, FA, KP, and BP)."""
         upd, grad = self.updates(x, labels), self.gradients(x, labels)
         params = self.state_dict()
         out = {}
         for b in self.blocks:
             key = f"{b.name}.weight"
             out[f"{b.name}.update_angle"] = _angle(upd[key], grad[key])
+            if self.sweep_rule in rules.DIRECT:
+                continue
             w, e = params[key], params[f"{b.name}.error_weight"]
             out[f"{b.name}.error_weight_angle"] = _angle(e, w if b.kind == "conv" else w.T)
         return out
@@ -349,7 +385,7 @@ class Model:
         be = self.backend
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are caught just below
             probs, caches = self._forward(x, self.step_count)
-            grads = self._backward(caches, probs, labels, self.rule)
+            grads = self._backward(caches, probs, labels, self.sweep_rule)
             if not be.all_finite(grads.values()):
                 bad = [k for k, g in grads.items() if not be.all_finite([g])]
                 raise FloatingPointError(f"step {self.step_count}: update of {', '.join(bad)} is not finite; "
@@ -385,13 +421,17 @@ def _angle(a: np.ndarray, b: np.ndarray) -> float:
 
 def build_model(preset_or_layers="fmnist", rule: str = "ekdaa", backend: str = "auto", seed: int = 0,
                 **options) -> Model:
-    """Build a model from a preset name ("fmnist", "cifar", "svhn") or a list of layer specs.
+    """Build a model from a preset name ("fmnist", "cifar", "svhn", or the FC baselines "fmnist-fc",
+    "cifar-fc", "svhn-fc") or a list of layer specs.
+
+    Rules: "ekdaa" (default), "bp", and the comparison rules of ``ekdaa_cuda.rules``: "fa", "kp",
+    "dfa", "sdfa", "rdfa", "drtp", "lra-e" (EKDAA on an FC-only network).
 
     Options (SPEC.md defaults): activation="tanh", beta=0.9, gamma=0.1, bias=False,
     init="glorot_uniform", error_init="glorot_uniform"|"forward", unpool="argmax"|"bilinear",
     normalize="none"|"release", variant="paper"|"release", dropout / dropout_conv / dropout_fc,
     optimizer="sgd"|"adam"|"rmsprop", lr=5e-4, momentum=0.9, beta1, beta2, eps, decay, rho=0
-    (Pascanu), dtype="float32"|"float64", widths=(...) to resize a preset's layers,
+    (Pascanu), dtype="float32"|"float64", kp_decay=0 (rule "kp"), widths=(...) to resize a preset's layers,
     input_shape=(C, H, W) for a list of layers.
     """
     widths = options.pop("widths", None)

@@ -1,0 +1,144 @@
+"""Table 2 trials, learning curves, t-SNE and alignment figures on tiny runs (reproduce.py, plots.py)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ekdaa_cuda import cli, plots
+from ekdaa_cuda import reproduce as rp
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+
+WIDTHS = {"cnn": (3, 4, 5, 6), "fc": (8, 8)}
+
+
+def synthetic(n_train=60, n_test=40, seed=0):
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(-0.5, 0.5, (10, 1, 28, 28))
+    ytr, yte = rng.integers(0, 10, n_train), rng.integers(0, 10, n_test)
+    noise = lambda n: 0.2 * rng.standard_normal((n, 1, 28, 28))  # noqa: E731
+    return ((templates[ytr] + noise(n_train)).astype(np.float32), ytr,
+            (templates[yte] + noise(n_test)).astype(np.float32), yte)
+
+
+def is_png(path):
+    data = path.read_bytes()
+    return len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_settings_cover_every_rule_and_the_paper_rows():
+    from ekdaa_cuda.rules import RULES
+
+    used = {s["rule"] for s in rp.SETTINGS.values()}
+    assert used == set(RULES)
+    for ds, rows in rp.PAPER_TABLE2.items():
+        assert set(rows) - {"hsic"} <= set(rp.SETTINGS), ds
+    assert rp.method_config("lra-e", "cifar10")["preset"] == "cifar-fc"
+    assert rp.method_config("dfa", "svhn")["preset"] == "svhn"
+    assert rp.method_config("dfa", "fashion-mnist", literal=True)["options"]["activation"] == "relu"
+    assert rp.method_config("dfa", "fashion-mnist")["deviation"]
+    cfg = rp.method_config("ekdaa", "fashion-mnist", overrides={"batch_size": 10, "rho": 2.0})
+    assert cfg["batch_size"] == 10 and cfg["options"]["rho"] == 2.0
+    with pytest.raises(ValueError, match="unknown method"):
+        rp.parse_methods("ekdaa,hebb")
+    assert rp.parse_overrides(["rho=1", "optimizer=adam"]) == {"rho": 1, "optimizer": "adam"}
+
+
+def test_table2_writes_json_markdown_and_skips_finished_runs(tmp_path, monkeypatch):
+    data = synthetic()
+    rows = rp.table2("fashion-mnist", methods=list(rp.SETTINGS), trials=2, epochs=1, data=data, widths=WIDTHS,
+                     out_dir=tmp_path, backend="numpy", progress=False, overrides={"batch_size": 20})
+    table = json.loads((tmp_path / "table2.json").read_text())
+    assert list(table) == ["fashion-mnist"] and list(table["fashion-mnist"]) == list(rp.SETTINGS)
+    for name, row in table["fashion-mnist"].items():
+        assert row == json.loads(json.dumps(rows[name]))
+        assert row["trials"] == 2 and row["epochs"] == 1 and row["diverged"] == 0
+        assert 0 <= row["test_mean"] <= 100 and row["test_std"] >= 0 and 0 <= row["train_mean"] <= 100
+        tests = [r["test"] for r in row["runs"]]
+        assert row["test_mean"] == pytest.approx(np.mean(tests))
+        assert row["test_std"] == pytest.approx(np.std(tests, ddof=1))
+        assert row["settings"]["rule"] == rp.SETTINGS[name]["rule"] and row["settings"]["batch_size"] == 20
+    assert table["fashion-mnist"]["ekdaa"]["paper"] == 90.01 and table["fashion-mnist"]["kp"]["paper"] is None
+    md = (tmp_path / "table2.md").read_text()
+    assert "| EKDAA | ekdaa | fmnist |" in md and "90.01 ± 0.11" in md and "deviation" in md
+    assert not list(tmp_path.rglob("checkpoint.npz"))  # removed after each finished run
+    assert len(list(tmp_path.rglob("result.json"))) == 2 * len(rp.SETTINGS)
+
+    def forbidden(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(rp, "train", forbidden)
+    again = rp.table2("fashion-mnist", methods="ekdaa,bp", trials=2, epochs=1, data=data, widths=WIDTHS,
+                      out_dir=tmp_path, backend="numpy", progress=False, overrides={"batch_size": 20})
+    assert again["ekdaa"]["test_mean"] == rows["ekdaa"]["test_mean"]
+    # the curves of those runs
+    path = rp.curves(tmp_path, "fashion-mnist")
+    assert is_png(path)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_table2_records_divergence(tmp_path):
+    rows = rp.table2("fashion-mnist", methods="bp", trials=1, epochs=3, data=synthetic(), widths=WIDTHS,
+                     out_dir=tmp_path, backend="numpy", progress=False,
+                     overrides={"lr": 10.0, "activation": "linear", "dropout_conv": 0.0, "dropout_fc": 0.0})
+    assert rows["bp"]["diverged"] == 1 and rows["bp"]["trials"] == 0 and rows["bp"]["test_mean"] is None
+    assert "1 (0)" not in (tmp_path / "table2.md").read_text() and "| 0 (1) |" in (tmp_path / "table2.md").read_text()
+
+
+def test_tsne_figure(tmp_path):
+    path = rp.tsne("fashion-mnist", "ekdaa", epochs=1, at=[0, 1], samples=30, data=synthetic(), widths=WIDTHS,
+                   out_dir=tmp_path, backend="numpy", progress=False, overrides={"batch_size": 20})
+    assert is_png(path)
+    info = json.loads((tmp_path / "tsne-fashion-mnist-ekdaa.json").read_text())
+    assert info["at"] == [0, 1] and set(info["test_accuracy_at"]) == {"0", "1"}
+    with pytest.raises(ValueError, match="epochs to plot"):
+        rp.tsne("fashion-mnist", "ekdaa", epochs=1, at=[3], data=synthetic(), widths=WIDTHS, out_dir=tmp_path,
+                backend="numpy", progress=False)
+
+
+def test_alignment_figure(tmp_path):
+    path = rp.alignment("fashion-mnist", methods="ekdaa,fa,kp,dfa,ekdaa-signum", epochs=1, every=1, probe=10,
+                        data=synthetic(), widths=WIDTHS, out_dir=tmp_path, backend="numpy", progress=False,
+                        overrides={"batch_size": 20})
+    assert is_png(path)
+    info = json.loads((tmp_path / "alignment-fashion-mnist.json").read_text())
+    assert set(info["records"]) == {"ekdaa", "fa", "kp", "dfa"}  # signum has no true gradient to compare with
+    rec = info["records"]["ekdaa"]
+    assert [r["step"] for r in rec] == [0, 1, 2, 3]
+    assert "conv1.error_weight_angle" in rec[0] and "conv1.error_weight_angle" not in info["records"]["dfa"][0]
+    assert all(r["out.update_angle"] < 1e-2 for r in rec)  # the output layer's update is the exact gradient
+
+
+def test_plot_functions_directly(tmp_path):
+    hist = [[{"epoch": e, "train_accuracy": 0.1 * e, "test_accuracy": 0.09 * e} for e in (1, 2, 3)]] * 2
+    assert is_png(plots.learning_curves({"a": hist, "b": hist[:1]}, tmp_path / "c.png", "t"))
+    r = np.random.default_rng(0)
+    snaps = {0: (r.normal(size=(50, 6)), r.integers(0, 10, 50)),
+             5: (r.normal(size=(50, 2, 2)), r.integers(0, 10, 50), 0.5)}
+    assert is_png(plots.tsne_grid(snaps, tmp_path / "t.png"))
+    recs = {"x": [{"step": s, "fc1.update_angle": 80 - s, "fc1.error_weight_angle": 85.0, "out.update_angle": 0.0}
+                  for s in range(5)]}
+    assert is_png(plots.alignment_plot(recs, tmp_path / "a.png", "t"))
+
+
+def test_cli_reproduce(tmp_path, capsys):
+    from ekdaa_cuda.data import DatasetNotFoundError, load_dataset
+
+    try:
+        load_dataset("fashion-mnist", "test", limit=1)
+    except DatasetNotFoundError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "t2"
+    code = cli.main(["reproduce", "table2", "--dataset", "fashion-mnist", "--trials", "1", "--epochs", "1",
+                     "--rules", "lra-e,bp-fc", "--train-limit", "200", "--test-limit", "100", "--backend", "numpy",
+                     "--out", str(out), "--no-progress", "--set", "batch_size=25"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "lra-e" in text and (out / "table2.json").exists() and (out / "table2.md").exists()
+    assert cli.main(["reproduce", "curves", "--out", str(out), "--dataset", "fashion-mnist"]) == 0
+    assert is_png(out / "curves-fashion-mnist.png")
+    assert cli.main(["reproduce", "table2", "--rules", "nope", "--out", str(out), "--no-progress"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert cli.main(["reproduce", "curves", "--out", str(tmp_path / "empty")]) == 2
