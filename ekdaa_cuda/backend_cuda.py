@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import reference as ref
 from .ops import conv as conv_ops
 from .ops import fc as fc_ops
 from .ops.optim import MultiTensorOptimizer
@@ -65,6 +66,10 @@ class CudaBackend:
 
     def make_optimizer(self, params: dict, kind: str, lr: float, rho: float, hyper: dict):
         return CudaOptimizer(params, kind, lr, rho, hyper)
+
+    def uniform_hash(self, key: int, shape: tuple, limit: float):
+        """``reference.hash_uniform`` on the device: the same bits as the NumPy backend's."""
+        return ref.hash_uniform(key, shape, limit, np.float32, xp=self.xp)
 
     # ------------------------------------------------------------ forward
 

@@ -9,8 +9,6 @@ its dtype; per-layer data lives in the cache dicts its forward methods return.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import reference as ref
@@ -158,19 +156,6 @@ class NumpyBackend:
     # ------------------------------------------------------------ added for the comparison rules (rules.py)
 
     def uniform_hash(self, key: int, shape: tuple, limit: float):
-        """Deterministic uniform array of ``shape`` in (−limit, limit) from a 32-bit key (RDFA's
-        per-step feedback matrices): element i of the flat C order is
-
-            bits_i = mix32(mix32(i ^ key) + key)          (the dropout masks' counter hash)
-            u_i    = (2·(bits_i >> 8) − (2^24 − 1)) · 2^-24 · limit
-
-        computed in the working dtype. The odd integer and the scaling by 2^-24 are exact in
-        float32, so a float32 twin that multiplies in this order rounds once (by limit) and
-        matches bit for bit."""
-        n = math.prod(shape)
-        with np.errstate(over="ignore"):
-            k = np.uint32(key)
-            bits = ref._mix32(ref._mix32(np.arange(n, dtype=np.uint32) ^ k) + k)
-        q = (bits >> np.uint32(8)).astype(np.int64) * 2 - ((1 << 24) - 1)
-        t = self.dtype.type
-        return (q.astype(self.dtype) * t(2.0**-24) * t(limit)).reshape(shape)
+        """Deterministic uniform array in (−limit, limit) from a 32-bit key (RDFA's per-step
+        feedback matrices): ``reference.hash_uniform``, bit for bit the same on every backend."""
+        return ref.hash_uniform(key, shape, limit, self.dtype)

@@ -86,8 +86,8 @@ _MASK32 = 0xFFFFFFFF
 
 
 def _mix32(x):
-    """lowbias32 hash on uint32 (arrays or Python ints), as ``ekdaa::mix32``."""
-    if isinstance(x, np.ndarray):
+    """lowbias32 hash on uint32 (NumPy or CuPy arrays, or Python ints), as ``ekdaa::mix32``."""
+    if hasattr(x, "dtype"):
         x = x ^ (x >> np.uint32(16))
         x = x * np.uint32(0x7FEB352D)
         x = x ^ (x >> np.uint32(15))
@@ -131,6 +131,24 @@ def dropout_keep(key: int, shape: tuple, p: float) -> np.ndarray:
         k = np.uint32(key)
         bits = _mix32(_mix32(idx ^ k) + k)
     return ((bits >> np.uint32(8)) >= np.uint32(threshold)).reshape(shape)
+
+
+def hash_uniform(key: int, shape: tuple, limit: float, dtype=np.float32, xp=np):
+    """Deterministic uniform array of ``shape`` in (−limit, limit) from a 32-bit key, element i
+    of the flat C order from the dropout counter hash:
+
+        bits_i = mix32(mix32(i ^ key) + key),   u_i = (2·(bits_i >> 8) − (2^24 − 1)) · 2^-24 · limit
+
+    The odd integer and the scaling by 2^-24 are exact in float32, so the result rounds once
+    (by limit) and every array module (``xp``: numpy or cupy) gives the same bits.
+    """
+    n = math.prod(shape)
+    with np.errstate(over="ignore"):
+        k = np.uint32(key)
+        bits = _mix32(_mix32(xp.arange(n, dtype=np.uint32) ^ k) + k)
+    q = (bits >> np.uint32(8)).astype(np.int64) * 2 - ((1 << 24) - 1)
+    t = np.dtype(dtype).type
+    return (q.astype(dtype) * t(2.0**-24) * t(limit)).reshape(shape)
 
 
 def dropout_mask(seed: int, step: int, layer: int, shape: tuple, p: float, dtype=np.float32) -> np.ndarray:

@@ -136,6 +136,9 @@ CONFIGS = {
     "cifar-ekdaa-relu-bias": dict(preset="cifar", widths=(3, 4, 3, 5, 4, 3, 7), activation="relu", bias=True),
     "cifar-release": dict(preset="cifar", widths=(3, 4, 3, 5, 4, 3, 7), variant="release", optimizer="rmsprop"),
     "cifar-bp-release": dict(preset="cifar", widths=(3, 4, 3, 5, 4, 3, 7), variant="release", rule="bp"),
+    **{f"fmnist-{rule}": dict(preset="fmnist", widths=(3, 4, 5, 6), rule=rule, dropout=0.1)
+       for rule in ("fa", "kp", "dfa", "sdfa", "rdfa", "drtp")},
+    "fmnist-fc-lra-e": dict(preset="fmnist-fc", rule="lra-e"),
 }
 
 

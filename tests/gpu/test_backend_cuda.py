@@ -93,3 +93,22 @@ def test_short_training_run_follows_numpy(tmp_path):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.02)
     resumed = ek.train("fmnist", backend="cuda", out_dir=tmp_path, resume=True, **{**kw, "epochs": 3})
     assert len(resumed.history) == 3
+
+
+@pytest.mark.parametrize("rule", ["fa", "kp", "dfa", "sdfa", "rdfa", "drtp"])
+def test_comparison_rules_equal_numpy_backend(rng, rule):
+    x, labels = batch(rng, "fmnist", 20)
+    cpu = ek.build_model("fmnist", rule=rule, backend="numpy", seed=2, dropout=0.1)
+    gpu = ek.build_model("fmnist", rule=rule, backend="cuda", seed=2, dropout=0.1)
+    close(cpu.updates(x, labels), gpu.updates(x, labels), f"{rule} updates")
+    for _ in range(2):
+        cpu.step(x, labels)
+        gpu.step(x, labels)
+    close(cpu.state_dict(), gpu.state_dict(), f"{rule} parameters after 2 steps")
+
+
+def test_lra_e_on_the_fc_preset_equals_numpy_backend(rng):
+    x, labels = batch(rng, "fmnist", 20)
+    cpu = ek.build_model("fmnist-fc", rule="lra-e", backend="numpy", seed=2)
+    gpu = ek.build_model("fmnist-fc", rule="lra-e", backend="cuda", seed=2)
+    close(cpu.updates(x, labels), gpu.updates(x, labels), "lra-e updates")
