@@ -379,14 +379,19 @@ class Model:
         loss, correct = self.step_arrays(self.backend.input(x), self.backend.labels(labels), lr_scale)
         return {"loss": float(loss) / len(x), "accuracy": float(correct) / len(x)}
 
-    def step_arrays(self, x, labels, lr_scale: float = 1.0):
+    def step_arrays(self, x, labels, lr_scale: float = 1.0, check_finite: bool = True):
         """``step`` on validated backend arrays; returns the batch's (summed loss, correct count) as
-        backend scalars, so a GPU training loop need not wait for them."""
+        backend scalars, so a GPU training loop need not wait for them.
+
+        ``check_finite=False`` skips the per-step test of the updates (a device synchronisation on
+        the GPU): the caller must then watch the returned loss, which turns non-finite once any
+        parameter does, and must not keep the model after that.
+        """
         be = self.backend
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are caught just below
             probs, caches = self._forward(x, self.step_count)
             grads = self._backward(caches, probs, labels, self.sweep_rule)
-            if not be.all_finite(grads.values()):
+            if check_finite and not be.all_finite(grads.values()):
                 bad = [k for k, g in grads.items() if not be.all_finite([g])]
                 raise FloatingPointError(f"step {self.step_count}: update of {', '.join(bad)} is not finite; "
                                          "model unchanged")

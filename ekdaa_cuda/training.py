@@ -11,6 +11,7 @@ file, fsync, rename), and a step whose update is not finite stops training with
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -151,11 +152,22 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         epoch, position, history = state["epoch"], state["position"], state["history"]
         log(f"resumed from {ckpt} at epoch {epoch + 1}, batch {position}, step {model.step_count}")
 
+    def diverged(where: str, why: str) -> TrainingDiverged:
+        kept = f"; last good checkpoint: {out / CHECKPOINT}" if out is not None else ""
+        return TrainingDiverged(f"training diverged at {where}: {why}{kept}")
+
     def checkpoint(epoch_done: int, pos: int) -> None:
         if out is not None:
+            if not be.all_finite(model.params.values()):  # never write a bad model over a good one
+                raise diverged(f"epoch {epoch_done + 1}", "a parameter is not finite")
             save_checkpoint(out / CHECKPOINT, model, {"run_args": run_args, "epoch": epoch_done,
                                                       "position": pos, "history": history})
 
+    # The NumPy backend tests every update before applying it (the model stays unchanged on a bad
+    # step); on the GPU that test would synchronise every step, so there the running loss, which
+    # turns non-finite with the first bad update, is checked at each progress refresh, before each
+    # checkpoint and at the end of each epoch.
+    check_each_step = be.name == "numpy"
     n_batches = -(-n_train // batch_size)
     t_start = time.perf_counter()
     images = 0
@@ -170,21 +182,26 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         for b in range(position, n_batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
             try:
-                batch_loss, batch_correct = model.step_arrays(x_train[idx], y_train[idx])
+                batch_loss, batch_correct = model.step_arrays(x_train[idx], y_train[idx],
+                                                              check_finite=check_each_step)
             except FloatingPointError as exc:
                 bar.close()
-                where = f"; last good checkpoint: {out / CHECKPOINT}" if out is not None else ""
-                raise TrainingDiverged(f"training diverged at epoch {epoch + 1}, batch {b}: {exc}{where}") from exc
+                raise diverged(f"epoch {epoch + 1}, batch {b}", str(exc)) from exc
             loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(idx)
             images += len(idx)
             bar.update(1)
             if b % 20 == 0 and bar.visible:  # the only host synchronisation inside an epoch
+                if not math.isfinite(float(loss_sum)):
+                    bar.close()
+                    raise diverged(f"epoch {epoch + 1}, by batch {b}", "the training loss is not finite")
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.4f}")
             if checkpoint_every and model.step_count % checkpoint_every == 0 and b + 1 < n_batches:
                 history.append({"_partial": (float(loss_sum), int(correct), seen)})
                 checkpoint(epoch, b + 1)
                 history.pop()
         bar.close()
+        if not math.isfinite(float(loss_sum)):
+            raise diverged(f"epoch {epoch + 1}", "the training loss is not finite")
         test = model.evaluate_arrays(x_test, y_test)
         record = {"epoch": epoch + 1, "step": model.step_count, "train_loss": float(loss_sum) / seen,
                   "train_accuracy": int(correct) / seen, "test_loss": test["loss"], "test_accuracy": test["accuracy"],

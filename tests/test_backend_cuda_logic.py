@@ -89,7 +89,9 @@ class FakeMultiTensorOptimizer:
 
     def step(self, grads, lr_scale=None):
         scale = 1.0 if lr_scale is None else lr_scale[0]
-        new = self.opt.step(self._named(self.params), self._named(grads), scale)
+        # like the kernels: no finiteness test here (the NumPy Optimizer.step would raise)
+        new, state, t = self.opt.apply(self._named(self.params), self._named(grads), scale)
+        self.opt.commit(state, t)
         for i, p in enumerate(self.params):
             p[...] = new[str(i)]
 
@@ -188,3 +190,28 @@ def test_cuda_backend_trains_through_the_training_loop(fake_cuda, tmp_path):
     b = ek.train("fmnist", backend=fake_cuda(), out_dir=tmp_path, **kw)
     assert b.history[-1]["test_accuracy"] == a.history[-1]["test_accuracy"]
     assert b.history[-1]["train_loss"] == pytest.approx(a.history[-1]["train_loss"], rel=1e-4)
+
+
+def test_cuda_training_loop_detects_divergence_without_per_step_checks(fake_cuda, tmp_path, monkeypatch):
+    """On the GPU the loop does not test each update (that would synchronise every step); the
+    running loss catches the first non-finite update and no bad model reaches the checkpoint."""
+    from ekdaa_cuda import training
+
+    calls = {"n": 0}
+    real = ek.Model.step_arrays
+
+    def spy(self, *args, check_finite=True, **kwargs):
+        calls["n"] += 1
+        assert check_finite is False
+        return real(self, *args, check_finite=check_finite, **kwargs)
+
+    monkeypatch.setattr(ek.Model, "step_arrays", spy)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.5, 0.5, (60, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 60)
+    with pytest.raises(training.TrainingDiverged, match="not finite.*last good checkpoint"):
+        ek.train("fmnist", backend=fake_cuda(), widths=(3, 4, 5, 6), epochs=30, batch_size=20, data=(x, y, x, y),
+                 progress=False, out_dir=tmp_path, rule="bp", activation="linear", lr=10.0, checkpoint_every=1)
+    assert calls["n"] >= 1
+    arrays, _ = training.load_checkpoint(tmp_path / "checkpoint.npz")
+    assert all(np.all(np.isfinite(v)) for k, v in arrays.items() if k.startswith("param."))
