@@ -328,6 +328,23 @@ def torch_sequence(case: Case, inp: dict) -> tuple:
 # ---------------------------------------------------------------- the ekdaa_cuda side
 
 
+def to_cupy(t, cupy=None):
+    """A zero-copy CuPy view of a contiguous CUDA tensor: DLPack, or (if this CuPy/torch pair
+    refuses it) a CuPy array over the tensor's memory that keeps the tensor alive."""
+    if cupy is None:
+        import cupy
+    t = t.detach()
+    try:
+        return cupy.from_dlpack(t)
+    except Exception:
+        if not t.is_contiguous():
+            raise
+        dtype = {torch.float32: "float32", torch.float64: "float64", torch.uint8: "uint8", torch.int32: "int32",
+                 torch.int64: "int64"}[t.dtype]
+        mem = cupy.cuda.UnownedMemory(t.data_ptr(), t.numel() * t.element_size(), t, t.device.index or 0)
+        return cupy.ndarray(tuple(t.shape), dtype=dtype, memptr=cupy.cuda.MemoryPointer(mem, 0))
+
+
 class CudaExt:
     """ekdaa_cuda's ops on CuPy views (DLPack, zero-copy) of PyTorch tensors."""
 
@@ -345,7 +362,7 @@ class CudaExt:
         self.cp, self.conv, self.fc, self.optim = cupy, conv, fc, optim
 
     def arr(self, t):
-        return self.cp.from_dlpack(t.detach())
+        return to_cupy(t, self.cp)
 
 
 def ekdaa_call(case: Case, inp: dict, ext) -> tuple:

@@ -16,7 +16,9 @@
 #
 # Knobs (environment): BENCH_BUDGET_S (540), BENCH_PRESETS (fmnist,cifar), BENCH_BATCHES (50,1024,256),
 # BENCH_COMPILE (1: also torch.compile), BENCH_DEVICE (cuda; "cpu" = smoke test of this script without a
-# GPU, ekdaa_cuda on its NumPy backend), SKIP_BUILD (1: use the installed ekdaa_cuda), PYTHON (python3).
+# GPU, ekdaa_cuda on its NumPy backend), SKIP_BUILD (1: use the installed ekdaa_cuda), PYTHON (python3),
+# BENCH_TORCH_ONLY (1: go on when ekdaa_cuda's GPU path is unusable; by default the script stops right
+# after the build then, exit 1, to save device time).
 set -uo pipefail
 OUT=${1:?usage: run_all.sh OUT_DIR}
 mkdir -p "$OUT"
@@ -62,6 +64,13 @@ else
 fi
 (cd / && $PY -c "import ekdaa_cuda; print('ekdaa_cuda', ekdaa_cuda.__file__, '|', ekdaa_cuda.cuda_status())") \
   2>&1 | tee -a "$LOG"
+if [[ "$DEVICE" == cuda && "${BENCH_TORCH_ONLY:-0}" != 1 ]] && \
+   ! (cd / && $PY -c "import sys, ekdaa_cuda; sys.exit(not ekdaa_cuda.cuda_available())") 2>/dev/null; then
+  log "ekdaa_cuda's GPU path is not usable (see above and build.log): stopping early to save device time"
+  log "(BENCH_TORCH_ONLY=1 runs the PyTorch side anyway)"
+  tail -40 "$OUT/build.log"
+  exit 1
+fi
 
 # 2. peaks
 if [[ "$DEVICE" == cuda ]]; then
