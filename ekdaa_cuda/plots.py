@@ -40,13 +40,20 @@ def _save(fig, path) -> Path:
     return path
 
 
+def _color(i: int, n: int):
+    """Distinct colours: tab10 for up to 10 series, tab20 beyond."""
+    import matplotlib
+
+    return matplotlib.colormaps["tab10" if n <= 10 else "tab20"](i % (10 if n <= 10 else 20))
+
+
 def learning_curves(histories: dict, path, title: str = "") -> Path:
     """Train (dashed) and test (solid) accuracy per epoch, one colour per method, mean ± std over
     seeds as a band. ``histories``: {method: [per-seed list of training.train history records]}."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for i, (method, runs) in enumerate(histories.items()):
-        color = f"C{i % 10}"
+        color = _color(i, len(histories))
         n = min(len(h) for h in runs)
         epochs = np.arange(1, n + 1)
         for ax, key, style in ((axes[0], "train_accuracy", "--"), (axes[1], "test_accuracy", "-")):
@@ -55,12 +62,15 @@ def learning_curves(histories: dict, path, title: str = "") -> Path:
             ax.plot(epochs, mean, style, color=color, marker="o" if n < 15 else None, label=f"{method} ({len(runs)})")
             if len(runs) > 1:
                 ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
+    from matplotlib.ticker import MaxNLocator
+
     for ax, name in zip(axes, ("train (running, with dropout)", "test")):
         ax.set_xlabel("epoch")
         ax.set_title(f"{name} accuracy")
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("accuracy (%)")
-    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="method (seeds)")
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -121,7 +131,7 @@ def alignment_plot(records: dict, path, title: str = "") -> Path:
     for ax, layer in zip(axes.ravel(), layers):
         for i, (method, rec) in enumerate(records.items()):
             steps = [r["step"] for r in rec]
-            color = f"C{i % 10}"
+            color = _color(i, len(records))
             if f"{layer}.update_angle" in rec[0]:
                 ax.plot(steps, [r[f"{layer}.update_angle"] for r in rec], "-", color=color, label=f"{method}: ΔW vs ∇")
             if f"{layer}.error_weight_angle" in rec[0] and method != "bp":

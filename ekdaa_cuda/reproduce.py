@@ -277,6 +277,7 @@ def table2(dataset: str = "fashion-mnist", methods=None, trials: int = 10, epoch
     log = log or (lambda msg: None)
     if data is None:
         data = load_data(dataset, train_limit, test_limit, data_root)
+    machine = machine_info(backend)  # at the start: the commit whose code runs
     bar = _bar(len(methods) * trials, f"table2 {dataset}", progress)
     rows = {}
     for m in methods:
@@ -295,7 +296,7 @@ def table2(dataset: str = "fashion-mnist", methods=None, trials: int = 10, epoch
         rows[m] = summarize(m, cfg, dataset, results, epochs)
     if bar is not None:
         bar.close()
-    info = {"machine": machine_info(backend), "dataset": dataset, "n_train": len(data[0]), "n_test": len(data[2]),
+    info = {"machine": machine, "dataset": dataset, "n_train": len(data[0]), "n_test": len(data[2]),
             "train_limit": train_limit, "test_limit": test_limit, "epochs": epochs, "trials": trials,
             "overrides": overrides or {}, "widths": widths, "literal": literal}
     write_table2(out, dataset, rows, info)
