@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import template_data
 
 import ekdaa_cuda as ek
 from ekdaa_cuda import backend_cuda
@@ -180,12 +181,8 @@ def test_cuda_backend_layer_matches_numpy_backend(fake_cuda, rng, name):
 
 
 def test_cuda_backend_trains_through_the_training_loop(fake_cuda, tmp_path):
-    rng = np.random.default_rng(0)
-    templates = rng.uniform(-0.5, 0.5, (10, 1, 28, 28))
-    y = rng.integers(0, 10, 60)
-    x = (templates[y] + 0.1 * rng.standard_normal((60, 1, 28, 28))).astype(np.float32)
-    data = (x, y, x[:20], y[:20])
-    kw = dict(widths=(3, 4, 5, 6), epochs=2, batch_size=20, data=data, progress=False, dropout=0.1)
+    kw = dict(widths=(3, 4, 5, 6), epochs=2, batch_size=20, data=template_data(60, 20, noise=0.1), progress=False,
+              dropout=0.1)
     a = ek.train("fmnist", backend="numpy", **kw)
     b = ek.train("fmnist", backend=fake_cuda(), out_dir=tmp_path, **kw)
     assert b.history[-1]["test_accuracy"] == a.history[-1]["test_accuracy"]

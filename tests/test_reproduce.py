@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import template_data
 
 from ekdaa_cuda import cli, plots
 from ekdaa_cuda import reproduce as rp
@@ -13,14 +14,6 @@ pytest.importorskip("sklearn")
 
 WIDTHS = {"cnn": (3, 4, 5, 6), "fc": (8, 8)}
 
-
-def synthetic(n_train=60, n_test=40, seed=0):
-    rng = np.random.default_rng(seed)
-    templates = rng.uniform(-0.5, 0.5, (10, 1, 28, 28))
-    ytr, yte = rng.integers(0, 10, n_train), rng.integers(0, 10, n_test)
-    noise = lambda n: 0.2 * rng.standard_normal((n, 1, 28, 28))  # noqa: E731
-    return ((templates[ytr] + noise(n_train)).astype(np.float32), ytr,
-            (templates[yte] + noise(n_test)).astype(np.float32), yte)
 
 
 def is_png(path):
@@ -47,7 +40,7 @@ def test_settings_cover_every_rule_and_the_paper_rows():
 
 
 def test_table2_writes_json_markdown_and_skips_finished_runs(tmp_path, monkeypatch):
-    data = synthetic()
+    data = template_data(60)
     rows = rp.table2("fashion-mnist", methods=list(rp.SETTINGS), trials=2, epochs=1, data=data, widths=WIDTHS,
                      out_dir=tmp_path, backend="numpy", progress=False, overrides={"batch_size": 20})
     table = json.loads((tmp_path / "table2.json").read_text())
@@ -80,7 +73,7 @@ def test_table2_writes_json_markdown_and_skips_finished_runs(tmp_path, monkeypat
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_table2_records_divergence(tmp_path):
-    rows = rp.table2("fashion-mnist", methods="bp", trials=1, epochs=3, data=synthetic(), widths=WIDTHS,
+    rows = rp.table2("fashion-mnist", methods="bp", trials=1, epochs=3, data=template_data(60), widths=WIDTHS,
                      out_dir=tmp_path, backend="numpy", progress=False,
                      overrides={"lr": 10.0, "activation": "linear", "dropout_conv": 0.0, "dropout_fc": 0.0})
     assert rows["bp"]["diverged"] == 1 and rows["bp"]["trials"] == 0 and rows["bp"]["test_mean"] is None
@@ -88,19 +81,19 @@ def test_table2_records_divergence(tmp_path):
 
 
 def test_tsne_figure(tmp_path):
-    path = rp.tsne("fashion-mnist", "ekdaa", epochs=1, at=[0, 1], samples=30, data=synthetic(), widths=WIDTHS,
+    path = rp.tsne("fashion-mnist", "ekdaa", epochs=1, at=[0, 1], samples=30, data=template_data(60), widths=WIDTHS,
                    out_dir=tmp_path, backend="numpy", progress=False, overrides={"batch_size": 20})
     assert is_png(path)
     info = json.loads((tmp_path / "tsne-fashion-mnist-ekdaa.json").read_text())
     assert info["at"] == [0, 1] and set(info["test_accuracy_at"]) == {"0", "1"}
     with pytest.raises(ValueError, match="epochs to plot"):
-        rp.tsne("fashion-mnist", "ekdaa", epochs=1, at=[3], data=synthetic(), widths=WIDTHS, out_dir=tmp_path,
+        rp.tsne("fashion-mnist", "ekdaa", epochs=1, at=[3], data=template_data(60), widths=WIDTHS, out_dir=tmp_path,
                 backend="numpy", progress=False)
 
 
 def test_alignment_figure(tmp_path):
     path = rp.alignment("fashion-mnist", methods="ekdaa,fa,kp,dfa,ekdaa-signum", epochs=1, every=1, probe=10,
-                        data=synthetic(), widths=WIDTHS, out_dir=tmp_path, backend="numpy", progress=False,
+                        data=template_data(60), widths=WIDTHS, out_dir=tmp_path, backend="numpy", progress=False,
                         overrides={"batch_size": 20})
     assert is_png(path)
     info = json.loads((tmp_path / "alignment-fashion-mnist.json").read_text())

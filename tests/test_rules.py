@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import template_data
 
 import ekdaa_cuda as ek
 from ekdaa_cuda import reference as ref
@@ -294,7 +295,7 @@ def test_state_dict_round_trip(rule):
 
 
 def test_rdfa_resume_is_exact(tmp_path):
-    data = synthetic()
+    data = template_data()
     kw = dict(widths=(4, 6, 8, 16), backend="numpy", progress=False, rule="rdfa", batch_size=20, dropout=0.2,
               optimizer="adam", lr=1e-3)
     full = ek.train("fmnist", epochs=2, data=data, **kw)
@@ -348,14 +349,6 @@ def test_hidden_features():
 # ---------------------------------------------------------------- learning
 
 
-def synthetic(n_train=120, n_test=40, seed=0):
-    rng = np.random.default_rng(seed)
-    templates = rng.uniform(-0.5, 0.5, (10, 1, 28, 28))
-    ytr, yte = rng.integers(0, 10, n_train), rng.integers(0, 10, n_test)
-    noise = lambda n: 0.2 * rng.standard_normal((n, 1, 28, 28))  # noqa: E731
-    return ((templates[ytr] + noise(n_train)).astype(np.float32), ytr,
-            (templates[yte] + noise(n_test)).astype(np.float32), yte)
-
 
 @pytest.mark.parametrize("rule, preset, extra", [
     *[(r, "fmnist-fc", {}) for r in ("fa", "kp", "dfa", "sdfa", "rdfa", "drtp", "lra-e")],
@@ -369,7 +362,7 @@ def test_every_rule_lowers_the_loss(rule, preset, extra):
     widths = (32, 32) if preset == "fmnist-fc" else (4, 4, 8, 32)
     model = ek.build_model(preset, rule=rule, widths=widths, backend="numpy", seed=1,
                            **{"optimizer": "sgd", "lr": 2e-3, **extra})
-    x, labels, _, _ = synthetic(64)
+    x, labels, _, _ = template_data(64)
     before = model.evaluate(x, labels)["loss"]
     for _ in range(6 if preset == "fmnist-fc" else 8):
         for i in range(0, 64, 16):

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import template_data
 
 import ekdaa_cuda as ek
 from ekdaa_cuda import cli, training
@@ -12,14 +13,6 @@ from ekdaa_cuda.data import DatasetNotFoundError, load_dataset
 
 SMALL = dict(widths=(4, 6, 8, 16), backend="numpy", progress=False)
 
-
-def synthetic(n_train=120, n_test=40, seed=0):
-    rng = np.random.default_rng(seed)
-    templates = rng.uniform(-0.5, 0.5, (10, 1, 28, 28))
-    ytr, yte = rng.integers(0, 10, n_train), rng.integers(0, 10, n_test)
-    noise = lambda n: 0.2 * rng.standard_normal((n, 1, 28, 28))  # noqa: E731
-    return ((templates[ytr] + noise(n_train)).astype(np.float32), ytr,
-            (templates[yte] + noise(n_test)).astype(np.float32), yte)
 
 
 def fmnist(train_limit, test_limit=None):
@@ -35,7 +28,7 @@ def params_equal(a, b):
 
 
 def test_history_and_outputs(tmp_path):
-    result = ek.train("fmnist", epochs=2, batch_size=25, data=synthetic(), out_dir=tmp_path, dropout=0.2, **SMALL)
+    result = ek.train("fmnist", epochs=2, batch_size=25, data=template_data(), out_dir=tmp_path, dropout=0.2, **SMALL)
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert 0.0 <= result.test_accuracy <= 1.0 and result.steps == 2 * 5
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -46,7 +39,7 @@ def test_history_and_outputs(tmp_path):
 
 
 def test_resume_after_epoch_equals_uninterrupted_run(tmp_path):
-    data = synthetic()
+    data = template_data()
     full = ek.train("fmnist", epochs=3, batch_size=25, data=data, out_dir=tmp_path / "full", dropout=0.2, **SMALL)
     ek.train("fmnist", epochs=1, batch_size=25, data=data, out_dir=tmp_path / "part", dropout=0.2, **SMALL)
     resumed = ek.train("fmnist", epochs=3, batch_size=25, data=data, out_dir=tmp_path / "part", resume=True,
@@ -58,7 +51,7 @@ def test_resume_after_epoch_equals_uninterrupted_run(tmp_path):
 
 
 def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, monkeypatch):
-    data = synthetic()
+    data = template_data()
     full = ek.train("fmnist", epochs=2, batch_size=20, data=data, optimizer="adam", **SMALL)
 
     real_step = ek.Model.step_arrays
@@ -85,7 +78,7 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_resume_refuses_other_settings_and_missing_checkpoint(tmp_path):
-    data = synthetic()
+    data = template_data()
     ek.train("fmnist", epochs=1, data=data, out_dir=tmp_path, **SMALL)
     with pytest.raises(ValueError, match="different settings"):
         ek.train("fmnist", epochs=2, data=data, out_dir=tmp_path, resume=True, lr=1e-2, **SMALL)
@@ -97,7 +90,7 @@ def test_resume_refuses_other_settings_and_missing_checkpoint(tmp_path):
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
-    data = synthetic()
+    data = template_data()
     with pytest.raises(training.TrainingDiverged, match="diverged.*last good checkpoint"):
         ek.train("fmnist", epochs=50, data=data, out_dir=tmp_path, rule="bp", activation="linear", lr=10.0,
                  checkpoint_every=1, **SMALL)
@@ -108,10 +101,10 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="epochs"):
-        ek.train("fmnist", epochs=0, data=synthetic(), **SMALL)
+        ek.train("fmnist", epochs=0, data=template_data(), **SMALL)
     with pytest.raises(ValueError, match="preset"):
-        ek.train("mnist", data=synthetic(), **SMALL)
-    x, y, xt, yt = synthetic()
+        ek.train("mnist", data=template_data(), **SMALL)
+    x, y, xt, yt = template_data()
     with pytest.raises(ValueError, match="NaN"):
         ek.train("fmnist", data=(np.where(x > 0.3, np.nan, x), y, xt, yt), **SMALL)
 
