@@ -108,7 +108,9 @@ FloatArray host_unpool_bilinear(FloatArray d, int64_t H, int64_t W) {
     return out;
 }
 
-py::tuple host_conv_filter_update(FloatArray z, FloatArray e, int64_t k, float gamma, bool bias) {
+// gpu_order: sum each output as the kernel does (kFilterUpdateThreads strided partial sums, then its
+// tree), else in plain ascending order.
+py::tuple host_conv_filter_update(FloatArray z, FloatArray e, int64_t k, float gamma, bool bias, bool gpu_order) {
     const char* op = "host_conv_filter_update";
     const auto zs = shape4(op, "z", z), es = shape4(op, "e", e);
     ekdaa::require(zs[0] == es[0] && zs[2] == es[2] && zs[3] == es[3], op, "z and e must share N, H, W");
@@ -117,8 +119,18 @@ py::tuple host_conv_filter_update(FloatArray z, FloatArray e, int64_t k, float g
     const ekdaa::FilterUpdateArgs a{z.data(), e.data(), dw.mutable_data(), bias ? db.mutable_data() : nullptr,
                                     de.mutable_data(), zs[0], C_in, C_out, zs[2], zs[3], k, gamma};
     ekdaa::check_filter_update(op, a);
-    for (int64_t o = 0; o < ekdaa::filter_update_outputs(a); ++o)
-        ekdaa::filter_update_store(a, o, ekdaa::filter_update_partial(a, o, 0, 1));
+    std::vector<float> partial(ekdaa::kFilterUpdateThreads);
+    for (int64_t o = 0; o < ekdaa::filter_update_outputs(a); ++o) {
+        if (!gpu_order) {
+            ekdaa::filter_update_store(a, o, ekdaa::filter_update_partial(a, o, 0, 1));
+            continue;
+        }
+        for (int i = 0; i < ekdaa::kFilterUpdateThreads; ++i)
+            partial[i] = ekdaa::filter_update_partial(a, o, i, ekdaa::kFilterUpdateThreads);
+        for (int s = ekdaa::kFilterUpdateThreads / 2; s > 0; s >>= 1)
+            for (int i = 0; i < s; ++i) partial[i] += partial[i + s];
+        ekdaa::filter_update_store(a, o, partial[0]);
+    }
     return py::make_tuple(dw, bias ? py::object(db) : py::none(), de);
 }
 
@@ -214,7 +226,8 @@ void register_conv(py::module_& m) {
     m.def("host_unpool_bilinear", &host_unpool_bilinear, py::arg("d"), py::arg("H"), py::arg("W"),
           "unpool_bilinear's body on the CPU -> [N, C, H, W].");
     m.def("host_conv_filter_update", &host_conv_filter_update, py::arg("z"), py::arg("e"), py::arg("k"),
-          py::arg("gamma"), py::arg("bias"), "conv_filter_update's bodies on the CPU -> (dW, db or None, dE).");
+          py::arg("gamma"), py::arg("bias"), py::arg("gpu_order") = false,
+          "conv_filter_update's bodies on the CPU -> (dW, db or None, dE); gpu_order: the kernel's summation order.");
     m.def("host_bilinear_source", &host_bilinear_source, py::arg("n_in"), py::arg("n_out"),
           "bilinear_source for dst = 0..n_out-1 -> (lo, hi, frac) arrays.");
 }

@@ -25,7 +25,7 @@
 namespace ekdaa {
 namespace {
 
-constexpr int kThreads = 256;  // threads per block (the filter update's reduction assumes a power of 2)
+constexpr int kThreads = 256;  // threads per block of the one-thread-per-output kernels
 
 // Blocks of kThreads covering `threads` threads, within the 1-D grid limit.
 unsigned int blocks_for(const char* op, int64_t threads) {
@@ -60,14 +60,15 @@ __global__ void unpool_bilinear_proj_kernel(const float* __restrict__ d,  // [NÂ
     if (t < threads) unpool_bilinear_at(d, out, h, w, H, W, t);
 }
 
-// One block per output (weight or bias); thread i sums terms i, i + kThreads, ... in order, then
-// a fixed tree adds the kThreads partial sums: the result does not depend on scheduling.
+// One block per output (weight or bias); thread i sums terms i, i + kFilterUpdateThreads, ... in
+// order, then a fixed tree adds the partial sums: the result does not depend on scheduling
+// (_C.host_conv_filter_update(..., gpu_order=True) replays this order on the CPU).
 __global__ void conv_filter_update_kernel(FilterUpdateArgs a) {
-    __shared__ float partial[kThreads];
+    __shared__ float partial[kFilterUpdateThreads];
     const int64_t o = blockIdx.x;
-    partial[threadIdx.x] = filter_update_partial(a, o, threadIdx.x, kThreads);
+    partial[threadIdx.x] = filter_update_partial(a, o, threadIdx.x, kFilterUpdateThreads);
     __syncthreads();
-    for (int s = kThreads / 2; s > 0; s >>= 1) {
+    for (int s = kFilterUpdateThreads / 2; s > 0; s >>= 1) {
         if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
         __syncthreads();
     }
@@ -201,7 +202,7 @@ void launch_conv_filter_update(const float* z, const float* e, float* dw, float*
     const int64_t blocks = filter_update_outputs(a);  // one block per output
     if (blocks == 0) return;
     require(blocks <= INT32_MAX, op, "too many outputs for the grid: " + std::to_string(blocks));
-    conv_filter_update_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(a);
+    conv_filter_update_kernel<<<static_cast<unsigned int>(blocks), kFilterUpdateThreads, 0, stream>>>(a);
     CUDA_CHECK_LAUNCH(op, stream);
 }
 

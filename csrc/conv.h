@@ -236,6 +236,11 @@ EKDAA_HD void unpool_bilinear_at(const float* d,  // [N·C, h, w]
     out[t] = (1.0f - fy) * top + fy * bottom;
 }
 
+// Threads per block of conv_filter_update: thread i sums terms i, i + kFilterUpdateThreads, ... of
+// its block's output, then a fixed tree adds the partial sums (so a power of two).
+constexpr int kFilterUpdateThreads = 256;
+static_assert((kFilterUpdateThreads & (kFilterUpdateThreads - 1)) == 0, "the tree reduction needs a power of 2");
+
 // conv_filter_update: output o < C_out·C_in·k·k is ΔW[o] (flat [C_out, C_in, k, k]) and
 // o = C_out·C_in·k·k + co is Δb[co] (when db); each is a sum of N·H·W terms, term t = (n, y, x):
 //   ΔW[co, ci, ky, kx] += e[n, co, y, x] · z[n, ci, y + ky − k/2, x + kx − k/2]   (zero outside)

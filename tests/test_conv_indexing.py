@@ -209,12 +209,15 @@ def test_unpool_bilinear(C, rng, hw, out_hw):
     np.testing.assert_allclose(C.host_unpool_bilinear(d, *out_hw), want, rtol=0, atol=2e-6)
 
 
+@pytest.mark.parametrize("gpu_order", [False, True])  # True: the kernel's strided partial sums and tree
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv_filter_update(C, rng, bias):
+def test_conv_filter_update(C, rng, bias, gpu_order):
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
+    if gpu_order and rng.random() < 0.5:  # more terms than the block's threads: each thread sums several
+        n, height, width = 3, 13, 8
     z, e = ints(rng, (n, c_in, height, width)), ints(rng, (n, c_out, height, width))
     gamma = 0.1
-    dw, db, de = C.host_conv_filter_update(z, e, k, gamma, bias)
+    dw, db, de = C.host_conv_filter_update(z, e, k, gamma, bias, gpu_order)
     want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), k)
     np.testing.assert_array_equal(dw, want)
     np.testing.assert_array_equal(de, np.float32(gamma) * dw)  # ΔE = γ·ΔW in float32, as the kernel

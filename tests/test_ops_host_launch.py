@@ -170,7 +170,7 @@ class HostLaunchers:
     def conv_filter_update(self, z, e, dw, db, de, N, C_in, C_out, H, W, k, gamma, stream):
         self.streams.append(stream)
         gw, gb, ge = self.C.host_conv_filter_update(at(z, (N, C_in, H, W)), at(e, (N, C_out, H, W)), k, gamma,
-                                                    db != 0)
+                                                    db != 0, True)  # the kernel's summation order
         at(dw, (C_out, C_in, k, k))[...] = gw
         at(de, (C_out, C_in, k, k))[...] = ge
         if db:
