@@ -68,7 +68,8 @@ dim3 gemm_grid(const char* op, int64_t rows, int64_t cols) {
     require(rows <= int64_t(kMaxGridY) * kTile, op,
             "too many output rows for the grid: " + std::to_string(rows) + " > " +
                 std::to_string(int64_t(kMaxGridY) * kTile));
-    require(cols <= INT32_MAX && rows <= INT32_MAX, op, "output dimensions must fit in int32");
+    // tile_gemm forms row/column indices in int, up to a tile past the last: keep them below 2^31
+    require(cols <= INT32_MAX - kTile, op, "output dimensions must fit in int32");
     return dim3(ceil_div(cols, kTile), ceil_div(rows, kTile));
 }
 
@@ -190,6 +191,17 @@ void require_rule(const char* op, int rule) {
     require(rule == kRuleEkdaa || rule == kRuleBp, op, "rule must be 0 (ekdaa) or 1 (bp), got " + std::to_string(rule));
 }
 
+// tile_gemm's reduction index k0 + kTile must not overflow int.
+void require_gemm_k(const char* op, const char* name, int64_t K) {
+    require(K <= INT32_MAX - kTile, op, std::string(name) + " must fit in int32, got " + std::to_string(K));
+}
+
+// Dropout counters are uint32 flat indices (ekdaa_cuda.ops checks this too).
+void require_dropout_range(const char* op, const Dropout& dropout, int64_t count) {
+    require(dropout.threshold == 0 || count <= (int64_t(1) << 32), op,
+            "dropout on a tensor of " + std::to_string(count) + " elements exceeds the 2^32 mask index range");
+}
+
 void require_layout(const char* op, int layout) {
     require(layout == kOutIn || layout == kInOut, op,
             "layout must be 0 (out_in) or 1 (in_out), got " + std::to_string(layout));
@@ -203,7 +215,8 @@ void launch_fc_fwd(const float* z, const float* w, const float* b, float* h, flo
     require_sizes(op, {N, F_in, F_out});
     require_act(op, act);
     if (N == 0 || F_out == 0) return;
-    require(F_in <= INT32_MAX, op, "F_in must fit in int32");
+    require_gemm_k(op, "F_in", F_in);
+    require_dropout_range(op, dropout, N * F_out);
     const dim3 grid = gemm_grid(op, N, F_out);
     fc_fwd_kernel<<<grid, dim3(kTile, kTile), 0, stream>>>(z, w, b, h, out, int(N), int(F_in), int(F_out), act,
                                                            apply_activation, dropout);
@@ -216,7 +229,7 @@ void launch_fc_proj(const float* e, const float* weight, float* d, int64_t N, in
     require_sizes(op, {N, F_in, F_out});
     require_layout(op, layout);
     if (N == 0 || F_in == 0) return;
-    require(F_out <= INT32_MAX, op, "F_out must fit in int32");
+    require_gemm_k(op, "F_out", F_out);
     const dim3 grid = gemm_grid(op, N, F_in);
     fc_proj_kernel<false><<<grid, dim3(kTile, kTile), 0, stream>>>(e, weight, nullptr, d, int(N), int(F_in),
                                                                    int(F_out), layout, kRuleEkdaa, kLinear, 0.0f,
@@ -233,7 +246,8 @@ void launch_fc_error_proj(const float* e, const float* weight, const float* h, f
     require_rule(op, rule);
     require_act(op, act);
     if (N == 0 || F_in == 0) return;
-    require(F_out <= INT32_MAX, op, "F_out must fit in int32");
+    require_gemm_k(op, "F_out", F_out);
+    require_dropout_range(op, dropout, N * F_in);
     const dim3 grid = gemm_grid(op, N, F_in);
     fc_proj_kernel<true><<<grid, dim3(kTile, kTile), 0, stream>>>(e, weight, h, e_below, int(N), int(F_in),
                                                                   int(F_out), layout, rule, act, beta, dropout);
@@ -247,6 +261,7 @@ void launch_error_epilogue(const float* d, const float* h, float* e, int64_t cou
     require_rule(op, rule);
     require_act(op, act);
     if (count == 0) return;
+    require_dropout_range(op, dropout, count);
     error_epilogue_kernel<<<stride_blocks(count), kThreads, 0, stream>>>(d, h, e, count, rule, act, beta, dropout);
     CUDA_CHECK_LAUNCH(op, stream);
 }
@@ -256,7 +271,7 @@ void launch_fc_update(const float* z, const float* e, float* dw, float* de, int6
     const char* op = "fc_update";
     require_sizes(op, {N, F_in, F_out});
     if (F_out == 0 || F_in == 0) return;  // N = 0 still writes ΔW = 0 (an empty sum)
-    require(N <= INT32_MAX, op, "N must fit in int32");
+    require_gemm_k(op, "N", N);
     const dim3 grid = gemm_grid(op, F_out, F_in);
     fc_update_kernel<<<grid, dim3(kTile, kTile), 0, stream>>>(z, e, dw, de, int(N), int(F_in), int(F_out), gamma);
     CUDA_CHECK_LAUNCH(op, stream);

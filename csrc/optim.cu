@@ -24,6 +24,7 @@ namespace ekdaa {
 namespace {
 
 constexpr int kThreads = 256;  // threads per block; a power of two for the tree reduction
+static_assert((kThreads & (kThreads - 1)) == 0, "the tree reduction needs a power of 2");
 
 __global__ void optim_sq_norm_kernel(const int64_t* __restrict__ grad_ptrs,      // [T]
                                      const int64_t* __restrict__ sizes,          // [T]
