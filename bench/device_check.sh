@@ -18,11 +18,13 @@ log() { echo "[device_check $(date +%T)] $*" | tee -a "$OUT/check.log"; }
 
 nvidia-smi -L > "$OUT/nvidia-smi.txt" 2>&1; nvidia-smi >> "$OUT/nvidia-smi.txt" 2>&1
 log "building (archs $EKDAA_CUDA_ARCHITECTURES)"
-timeout 200 pip install --no-build-isolation --no-deps . > "$OUT/build.log" 2>&1; build_rc=$?
+timeout 200 python -m pip install --no-build-isolation --no-deps . > "$OUT/build.log" 2>&1; build_rc=$?
 log "build rc=$build_rc"
 
+# `python -P`: without it the repository root is first on sys.path, so the source folder (which
+# has no _C) shadows the installed package and every GPU test skips as "extension not built".
 log "GPU tests"
-timeout 120 python -m pytest tests/gpu -v -m gpu -p no:cacheprovider --junitxml="$OUT/pytest.xml" \
+timeout 120 python -P -m pytest tests/gpu -v -m gpu -p no:cacheprovider --junitxml="$OUT/pytest.xml" \
   > "$OUT/pytest-gpu.log" 2>&1; tests_rc=$?
 log "pytest rc=$tests_rc"
 
@@ -31,7 +33,7 @@ log "compute-sanitizer memcheck + racecheck on the kernel tests"
 for tool in memcheck racecheck; do
   echo "=== $tool ===" >> "$OUT/sanitizer.log"
   timeout 50 compute-sanitizer --tool "$tool" --target-processes all \
-    python -m pytest tests/gpu/test_ops_conv.py tests/gpu/test_ops_fc.py tests/gpu/test_ops_optim.py -x -q \
+    python -P -m pytest tests/gpu/test_ops_conv.py tests/gpu/test_ops_fc.py tests/gpu/test_ops_optim.py -x -q \
     -p no:cacheprovider -k "not bad_input" >> "$OUT/sanitizer.log" 2>&1
   echo "=== $tool rc=$? ===" >> "$OUT/sanitizer.log"
 done
