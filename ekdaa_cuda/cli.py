@@ -16,6 +16,7 @@ from . import __version__, cuda_status
 from .layers import PRESETS
 from .model import _CHOICES, RULES
 from .reference import ACTIVATIONS
+from .training import SCHEDULES
 
 # CLI flag -> model option, for options passed through only when given
 _MODEL_FLAGS = {
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="output folder for metrics.json and checkpoint.npz")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N updates")
+    t.add_argument("--schedule", default="constant", choices=SCHEDULES, help="learning-rate schedule over the epochs")
     t.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None, help="use biases")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     for flag, typ in _MODEL_FLAGS.items():
@@ -153,6 +155,7 @@ def _train(args) -> int:
                        batch_size=args.batch_size, train_limit=args.train_limit, test_limit=args.test_limit,
                        seed=args.seed, dataset=args.dataset, data_root=args.data_root, out_dir=args.out,
                        resume=args.resume, checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                       schedule=args.schedule,
                        log=lambda msg: print(msg, flush=True), **options)
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)

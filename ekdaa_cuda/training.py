@@ -25,6 +25,15 @@ from .model import Model, build_model
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_scale(schedule: str, step: int, total_steps: int) -> float:
+    """Learning-rate multiplier at a step: 1 ("constant") or 0.5·(1 + cos(π·step/total)) ("cosine",
+    from 1 at the first update towards 0 at the last)."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    return 1.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -101,14 +110,16 @@ def _load_data(dataset: str, split: str, data_root, limit):
 def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", epochs: int = 10,
           batch_size: int = 50, train_limit: int | None = None, test_limit: int | None = None, seed: int = 0,
           dataset: str | None = None, data_root=None, out_dir=None, resume: bool = False,
-          checkpoint_every: int = 0, progress: bool = True, data=None, log=None, **options) -> TrainResult:
+          checkpoint_every: int = 0, progress: bool = True, data=None, log=None, schedule: str = "constant",
+          **options) -> TrainResult:
     """Train a preset on its dataset and evaluate on the test split after every epoch.
 
     ``options`` are model options (see ``build_model``): lr, optimizer, momentum, beta, gamma,
     activation, dropout, rho, variant, dtype, ... ``data`` may supply ``(x_train, y_train,
     x_test, y_test)`` arrays instead of reading ``dataset``. With ``out_dir`` the run writes
     ``metrics.json`` and ``checkpoint.npz`` there (every epoch, and every ``checkpoint_every``
-    steps if > 0); ``resume=True`` continues from that checkpoint.
+    steps if > 0); ``resume=True`` continues from that checkpoint. ``schedule`` ("constant" or
+    "cosine") scales the learning rate per update over the ``epochs`` requested.
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -116,12 +127,14 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where the checkpoint is)")
     log = log or (lambda msg: None)
     run_args = {"preset": preset, "rule": rule, "backend": getattr(backend, "name", backend), "batch_size": batch_size,
                 "train_limit": train_limit, "test_limit": test_limit, "seed": seed,
-                "dataset": dataset or PRESETS[preset]["dataset"], "options": options}
+                "dataset": dataset or PRESETS[preset]["dataset"], "schedule": schedule, "options": options}
 
     if data is None:
         x_train, y_train = _load_data(run_args["dataset"], "train", data_root, train_limit)
@@ -182,7 +195,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         for b in range(position, n_batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
             try:
-                batch_loss, batch_correct = model.step_arrays(x_train[idx], y_train[idx],
+                scale = lr_scale(schedule, epoch * n_batches + b, epochs * n_batches)
+                batch_loss, batch_correct = model.step_arrays(x_train[idx], y_train[idx], scale,
                                                               check_finite=check_each_step)
             except FloatingPointError as exc:
                 bar.close()

@@ -137,3 +137,20 @@ def test_one_epoch_of_10k_fashion_mnist_reaches_75_percent():
     print(f"1 epoch, 10k images: test accuracy {result.test_accuracy:.4f}, {result.images_per_second:.0f} images/s, "
           f"{time.perf_counter() - t0:.1f} s")
     assert result.test_accuracy >= 0.75
+
+
+def test_cosine_schedule_scales_every_update(monkeypatch):
+    seen = []
+    real = ek.Model.step_arrays
+
+    def spy(self, x, labels, lr_scale=1.0, **kwargs):
+        seen.append(lr_scale)
+        return real(self, x, labels, lr_scale, **kwargs)
+
+    monkeypatch.setattr(ek.Model, "step_arrays", spy)
+    ek.train("fmnist", epochs=2, batch_size=40, data=template_data(), schedule="cosine", **SMALL)
+    total = 2 * 3
+    assert seen == pytest.approx([0.5 * (1 + np.cos(np.pi * s / total)) for s in range(total)])
+    assert seen[0] == 1.0 and seen[-1] < 0.1
+    with pytest.raises(ValueError, match="schedule"):
+        ek.train("fmnist", data=template_data(), schedule="linear", **SMALL)
