@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ekdaa_cuda import reference
-from ekdaa_cuda.ops import fc as fc_ops
+from ekdaa_cuda.ops import _check
 from ekdaa_cuda.ops import optim as optim_ops
 from ekdaa_cuda.ops._check import RULE_CODES
 from ekdaa_cuda.optim import DEFAULT_HYPER, Optimizer
@@ -109,21 +109,21 @@ def test_lr_scale_checks():
 
 
 def test_fc_scalar_checks():
-    assert fc_ops.activation_code("fc_fwd", "sigmoid") == reference.ACTIVATION_CODES["sigmoid"]
+    assert _check.activation_code("fc_fwd", "sigmoid") == reference.ACTIVATION_CODES["sigmoid"]
     with pytest.raises(ValueError, match="fc_fwd: activation must be one of"):
-        fc_ops.activation_code("fc_fwd", "gelu")
-    assert fc_ops.rule_code("error_epilogue", "bp", "tanh") == RULE_CODES["bp"]
+        _check.activation_code("fc_fwd", "gelu")
+    assert _check.rule_code("error_epilogue", "bp", "tanh") == RULE_CODES["bp"]
     with pytest.raises(ValueError, match="error_epilogue: rule must be one of"):
-        fc_ops.rule_code("error_epilogue", "fa", "tanh")
+        _check.rule_code("error_epilogue", "fa", "tanh")
     with pytest.raises(ValueError, match="error_epilogue: rule 'bp' needs"):
-        fc_ops.rule_code("error_epilogue", "bp", "signum")
+        _check.rule_code("error_epilogue", "bp", "signum")
     with pytest.raises(ValueError, match="fc_error_proj: beta must be a finite number"):
-        fc_ops.finite_float("fc_error_proj", "beta", float("nan"))
+        _check.finite_float("fc_error_proj", "beta", float("nan"))
 
 
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.3, 0.5, 0.999])
 def test_dropout_args_match_reference(p):
-    key, threshold, scale = fc_ops.dropout_args("fc_fwd", p, 12345, 10)
+    key, threshold, scale = _check.dropout_args("fc_fwd", p, 12345, 10)
     assert key == 12345
     assert threshold == reference.dropout_threshold(p)
     assert np.float32(scale) == reference.dropout_scale(p, np.float32)
@@ -144,7 +144,7 @@ def test_dropout_args_match_reference(p):
 )
 def test_dropout_args_rejects(p, key, numel, match):
     with pytest.raises(ValueError, match=match):
-        fc_ops.dropout_args("fc_fwd", p, key, numel)
+        _check.dropout_args("fc_fwd", p, key, numel)
 
 
 # ---------------------------------------------------------------- host-compiled kernel code
@@ -210,7 +210,7 @@ def test_host_error_epilogue_matches_reference(C, rng, activation, rule, p):
     h = (rng.integers(-3, 4, size=n) + 0.25).astype(np.float32)
     d = rng.integers(-4, 5, size=n).astype(np.float32)
     key = reference.dropout_key(int(rng.integers(1 << 31)), 3, 1)
-    _, threshold, scale = fc_ops.dropout_args("test", p, key, n)
+    _, threshold, scale = _check.dropout_args("test", p, key, n)
     got = C.host_error_epilogue(
         RULE_CODES[rule], reference.ACTIVATION_CODES[activation], h, d, beta, key, threshold, scale
     )

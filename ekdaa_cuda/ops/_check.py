@@ -89,6 +89,12 @@ def rule_code(op: str, rule, activation) -> int:
     return RULE_CODES[rule]
 
 
+def epilogue_args(op: str, activation, rule, beta) -> tuple[int, int, float]:
+    """(rule code, activation code, β) of an error epilogue, validated, in the order the launchers
+    take them (the dropout arguments from ``dropout_args`` follow)."""
+    return rule_code(op, rule, activation), activation_code(op, activation), finite_float(op, "beta", beta)
+
+
 def finite_float(op: str, name: str, value) -> float:
     try:
         v = float(value)

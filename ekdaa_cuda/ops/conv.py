@@ -32,7 +32,7 @@ Tests: ``pytest tests/test_conv_indexing.py`` (the kernels' bodies on the CPU) a
 from __future__ import annotations
 
 from . import _check
-from ._check import activation_code, dropout_args, extension, finite_float, output_array, output_arrays, rule_code
+from ._check import activation_code, dropout_args, epilogue_args, extension, finite_float, output_array, output_arrays
 
 NCHW = ("N", "C", "H", "W")
 
@@ -130,9 +130,7 @@ def conv_error_proj(
     φ(h) − φ(h − βd); rule "bp": d ⊙ φ'(h). Dropout counter = flat index into h.
     """
     op = "conv_error_proj"
-    act = activation_code(op, activation)
-    rule_c = rule_code(op, rule, activation)
-    beta = finite_float(op, "beta", beta)
+    epilogue = epilogue_args(op, activation, rule, beta)
     k = _kernel_size(op, "kernel", kernel)
     c_out, c_in = kernel.shape[:2]
     _check.check_array(op, "e", e, "float32", ("N", "C_out", "Hp", "Wp"), (None, c_out, None, None))
@@ -142,7 +140,7 @@ def conv_error_proj(
     else:
         _pooled_h(op, h, n, c_in, hp, wp)
         _codes(op, argmax, (n, c_in, hp, wp))
-    key, threshold, scale = dropout_args(op, dropout, dropout_key, h.size)
+    drop = dropout_args(op, dropout, dropout_key, h.size)
     e_below = output_array(op, "out", out, ("N", "C_in", "Hh", "Wh"), h.shape)
     extension().conv_error_proj(
         e.data.ptr,
@@ -159,12 +157,8 @@ def conv_error_proj(
         h.shape[3],
         k,
         argmax is not None,
-        rule_c,
-        act,
-        beta,
-        key,
-        threshold,
-        scale,
+        *epilogue,
+        *drop,
         _check.stream_ptr(),
     )
     return e_below
@@ -194,14 +188,12 @@ def unpool_error(d, h, argmax, *, activation="tanh", beta=0.9, dropout=0.0, drop
     epilogue(h, d) ⊙ m/(1−p) at each window's argmax, zero elsewhere.
     """
     op = "unpool_error"
-    act = activation_code(op, activation)
-    rule_c = rule_code(op, rule, activation)
-    beta = finite_float(op, "beta", beta)
+    epilogue = epilogue_args(op, activation, rule, beta)
     _check.check_array(op, "d", d, "float32", ("N", "C", "Hp", "Wp"))
     n, c, hp, wp = d.shape
     _pooled_h(op, h, n, c, hp, wp)
     _codes(op, argmax, d.shape)
-    key, threshold, scale = dropout_args(op, dropout, dropout_key, h.size)
+    drop = dropout_args(op, dropout, dropout_key, h.size)
     e = output_array(op, "out", out, ("N", "C", "Hh", "Wh"), h.shape)
     extension().unpool_error(
         d.data.ptr,
@@ -214,12 +206,8 @@ def unpool_error(d, h, argmax, *, activation="tanh", beta=0.9, dropout=0.0, drop
         wp,
         h.shape[2],
         h.shape[3],
-        rule_c,
-        act,
-        beta,
-        key,
-        threshold,
-        scale,
+        *epilogue,
+        *drop,
         _check.stream_ptr(),
     )
     return e

@@ -28,11 +28,11 @@ from ._check import (
     activation_code,
     any_shape_spec,
     dropout_args,
+    epilogue_args,
     extension,
     finite_float,
     output_array,
     output_arrays,
-    rule_code,
 )
 
 LAYOUT_CODES = {"out_in": 0, "in_out": 1}  # csrc/fc.h WeightLayout
@@ -100,12 +100,10 @@ def fc_error_proj(e, weight, h, *, weight_layout, activation, beta, dropout=0.0,
     h [N, F_in] is the pre-activation of the layer below; dropout/dropout_key are that layer's.
     """
     op = "fc_error_proj"
-    act = activation_code(op, activation)
-    rule_c = rule_code(op, rule, activation)
-    beta = finite_float(op, "beta", beta)
+    epilogue = epilogue_args(op, activation, rule, beta)
     layout, n, f_in, f_out = _projection_shapes(op, e, weight, weight_layout)
     _check.check_array(op, "h", h, "float32", ("N", "F_in"), (n, f_in))
-    key, threshold, scale = dropout_args(op, dropout, dropout_key, n * f_in)
+    drop = dropout_args(op, dropout, dropout_key, n * f_in)
     e_below = output_array(op, "out", out, ("N", "F_in"), (n, f_in))
     extension().fc_error_proj(
         e.data.ptr,
@@ -116,12 +114,8 @@ def fc_error_proj(e, weight, h, *, weight_layout, activation, beta, dropout=0.0,
         f_in,
         f_out,
         layout,
-        rule_c,
-        act,
-        beta,
-        key,
-        threshold,
-        scale,
+        *epilogue,
+        *drop,
         _check.stream_ptr(),
     )
     return e_below
@@ -133,16 +127,14 @@ def error_epilogue(d, h, *, activation, beta, dropout=0.0, dropout_key=0, rule="
     The dropout counter of an element is its flat C-order index.
     """
     op = "error_epilogue"
-    act = activation_code(op, activation)
-    rule_c = rule_code(op, rule, activation)
-    beta = finite_float(op, "beta", beta)
+    epilogue = epilogue_args(op, activation, rule, beta)
     spec = any_shape_spec(getattr(d, "ndim", 0))
     _check.check_array(op, "d", d, "float32", spec)
     _check.check_array(op, "h", h, "float32", spec, d.shape)
-    key, threshold, scale = dropout_args(op, dropout, dropout_key, d.size)
+    drop = dropout_args(op, dropout, dropout_key, d.size)
     e = output_array(op, "out", out, spec, d.shape)
     extension().error_epilogue(
-        d.data.ptr, h.data.ptr, e.data.ptr, d.size, rule_c, act, beta, key, threshold, scale, _check.stream_ptr()
+        d.data.ptr, h.data.ptr, e.data.ptr, d.size, *epilogue, *drop, _check.stream_ptr()
     )
     return e
 
