@@ -34,6 +34,9 @@ class CudaBackend:
 
     def __init__(self, xp=None):
         self.xp = _cupy() if xp is None else xp  # xp: a stand-in array module, for CPU tests of this layer
+        # (ΔW, Δb, ΔE) of each layer, written in place every step: the optimizer's table of update
+        # addresses then never changes, so no step uploads one
+        self._update_buffers: dict = {}
 
     # ------------------------------------------------------------ arrays
 
@@ -153,11 +156,14 @@ class CudaBackend:
                                         dropout=cache["dropout"], dropout_key=cache["key"], rule=rule)
 
     def weight_update(self, cache, e, block, gamma: float | None):
+        """(ΔW, Δb, ΔE) into this layer's persistent buffers: valid until the layer's next update."""
         g = 0.0 if gamma is None else gamma
+        out = self._update_buffers.get(block.name)
         if block.kind == "conv":
-            dw, db, de = conv_ops.conv_filter_update(cache["z"], e, block.kernel, gamma=g, bias=block.bias)
+            dw, db, de = conv_ops.conv_filter_update(cache["z"], e, block.kernel, gamma=g, bias=block.bias, out=out)
         else:
-            dw, db, de = fc_ops.fc_update(cache["z"], e, gamma=g, bias=block.bias)
+            dw, db, de = fc_ops.fc_update(cache["z"], e, gamma=g, bias=block.bias, out=out)
+        self._update_buffers[block.name] = (dw, db, de)
         return dw, db, (None if gamma is None else de)
 
 

@@ -48,9 +48,19 @@ def unpool_error(d, h, argmax, *, activation, beta, dropout, dropout_key, rule):
     return _epilogue(ref.unpool_argmax(d, argmax, h.shape[2:]), h, activation, beta, dropout, dropout_key, rule)
 
 
-def conv_filter_update(z, e, k, *, gamma, bias):
+def _into(out, results):
+    """Write results into the caller's out= arrays, as the kernels do."""
+    if out is None:
+        return results
+    for buf, value in zip(out, results):
+        if buf is not None:
+            buf[...] = value
+    return tuple(out)
+
+
+def conv_filter_update(z, e, k, *, gamma, bias, out=None):
     dw = ref.conv2d_filter_grad(z, e, k)
-    return dw, (e.sum(axis=(0, 2, 3)) if bias else None), np.float32(gamma) * dw
+    return _into(out, (dw, (e.sum(axis=(0, 2, 3)) if bias else None), np.float32(gamma) * dw))
 
 
 def fc_fwd(z, w, b=None, *, activation, apply_activation=True, dropout=0.0, dropout_key=0):
@@ -59,9 +69,9 @@ def fc_fwd(z, w, b=None, *, activation, apply_activation=True, dropout=0.0, drop
     return h, a.astype(np.float32)
 
 
-def fc_update(z, e, *, gamma, bias):
+def fc_update(z, e, *, gamma, bias, out=None):
     dw = e.T @ z
-    return dw, (e.sum(axis=0) if bias else None), np.ascontiguousarray(np.float32(gamma) * dw.T)
+    return _into(out, (dw, (e.sum(axis=0) if bias else None), np.ascontiguousarray(np.float32(gamma) * dw.T)))
 
 
 def softmax_error(h, labels):
@@ -168,6 +178,10 @@ def test_cuda_backend_layer_matches_numpy_backend(fake_cuda, rng, name):
         s1, s2 = ref_model.step(x, labels), gpu_model.step(x, labels)
         assert s2["loss"] == pytest.approx(s1["loss"], rel=1e-4) and s2["accuracy"] == s1["accuracy"]
     close(ref_model.state_dict(), gpu_model.state_dict(), "parameters after 3 steps")
+    buffers = {k: tuple(map(id, v)) for k, v in gpu_model.backend._update_buffers.items()}
+    gpu_model.step(x, labels)  # the update buffers are reused, not reallocated
+    assert buffers == {k: tuple(map(id, v)) for k, v in gpu_model.backend._update_buffers.items()}
+    ref_model.step(x, labels)
     np.testing.assert_allclose(gpu_model.forward(x), ref_model.forward(x), rtol=1e-4, atol=1e-6)
 
     # checkpoints move between backends: the optimizer state is keyed the same way
