@@ -153,6 +153,7 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict] = []
     epoch, position = 0, 0
+    partial = None  # (loss sum, correct, seen) of an epoch resumed mid-way
     if resume:
         ckpt = out / CHECKPOINT
         if not ckpt.exists():
@@ -163,18 +164,19 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
                              f"  checkpoint: {state['run_args']}\n  now:        {run_args}")
         model.load_checkpoint_arrays(arrays)
         epoch, position, history = state["epoch"], state["position"], state["history"]
+        partial = state.get("partial")
         log(f"resumed from {ckpt} at epoch {epoch + 1}, batch {position}, step {model.step_count}")
 
     def diverged(where: str, why: str) -> TrainingDiverged:
         kept = f"; last good checkpoint: {out / CHECKPOINT}" if out is not None else ""
         return TrainingDiverged(f"training diverged at {where}: {why}{kept}")
 
-    def checkpoint(epoch_done: int, pos: int) -> None:
+    def checkpoint(epoch_done: int, pos: int, totals=None) -> None:
         if out is not None:
             if not be.all_finite(model.params.values()):  # never write a bad model over a good one
                 raise diverged(f"epoch {epoch_done + 1}", "a parameter is not finite")
-            save_checkpoint(out / CHECKPOINT, model, {"run_args": run_args, "epoch": epoch_done,
-                                                      "position": pos, "history": history})
+            save_checkpoint(out / CHECKPOINT, model, {"run_args": run_args, "epoch": epoch_done, "position": pos,
+                                                      "partial": totals, "history": history})
 
     # The NumPy backend tests every update before applying it (the model stays unchanged on a bad
     # step); on the GPU that test would synchronise every step, so there the running loss, which
@@ -188,10 +190,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         # the permutation comes from (seed, epoch) on the host, so every backend sees the same batches
         order = be.indices(np.random.default_rng([seed, epoch]).permutation(n_train))
         bar = _progress(n_batches, position, f"epoch {epoch + 1}/{epochs}", progress)
-        totals = history[-1].pop("_partial") if history and "_partial" in history[-1] else None
-        loss_sum, correct, seen = totals if totals else (0.0, 0, 0)
-        if totals:
-            history.pop()
+        loss_sum, correct, seen = partial or (0.0, 0, 0)
+        partial = None
         for b in range(position, n_batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
             try:
@@ -210,9 +210,7 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
                     raise diverged(f"epoch {epoch + 1}, by batch {b}", "the training loss is not finite")
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.4f}")
             if checkpoint_every and model.step_count % checkpoint_every == 0 and b + 1 < n_batches:
-                history.append({"_partial": (float(loss_sum), int(correct), seen)})
-                checkpoint(epoch, b + 1)
-                history.pop()
+                checkpoint(epoch, b + 1, (float(loss_sum), int(correct), seen))
         bar.close()
         if not math.isfinite(float(loss_sum)):
             raise diverged(f"epoch {epoch + 1}", "the training loss is not finite")
