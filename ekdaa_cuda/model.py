@@ -1,10 +1,8 @@
 """The model: parameters, forward pass, learning rules and optimizer steps.
 
 ``build_model`` is the entry point. A model is a preset or a list of layer specs
-(``ekdaa_cuda.layers``) plus a learning rule chosen at build time. This module holds
-the NumPy backend: activations are kept channels-last (NHWC) inside, so each conv is one
-im2col GEMM, while every public array keeps the public layouts (NCHW inputs, PyTorch
-weight layouts).
+(``ekdaa_cuda.layers``) plus a learning rule chosen at build time. Every public array keeps
+the public layouts (NCHW inputs, PyTorch weight layouts) whatever the backend keeps inside.
 
 EKDAA (SPEC.md "EKDAA update"): from the output error e_y = z_y − onehot the error is
 projected down with the error weights E (FC: d = e Eᵀ; conv: d = conv-backward-data(e, E)),
@@ -12,6 +10,8 @@ unpooled at the recorded argmax, and every layer forms its target y = φ(h − �
 error e = (φ(h) − y)·m/(1−p). The updates are ΔW = eᵀz (FC), ΔW = z ⋆ Flip(e) (conv),
 Δb = Σe and ΔE = γΔWᵀ (FC) / γΔW (conv), summed over the batch.
 BP runs the same sweep with W in place of E and d·φ'(h) in place of the target error.
+The arithmetic runs on a backend object (``backend_numpy.NumpyBackend`` or
+``backend_cuda.CudaBackend``), so every rule here serves both.
 The comparison rules (FA, Kolen–Pollack, DFA, SDFA, RDFA, DRTP, LRA-E) are defined in
 ``ekdaa_cuda.rules``; the layer-wise ones (FA, KP) run the sweep below with the error weights
 as feedback, the direct ones (DFA family) dispatch to ``rules.direct_backward``.
@@ -161,7 +161,8 @@ class Model:
 
     @property
     def config(self) -> dict:
-        """JSON-able description that ``build_model(**config)`` turns back into this architecture."""
+        """JSON-able record of how the model was built (layers, input shape, rule, seed, preset, options),
+        stored in checkpoints."""
         return {"layers": self.layer_specs, "input_shape": list(self.input_shape), "rule": self.rule,
                 "seed": self.seed, "preset": self.preset, "options": self.user_options}
 
@@ -263,11 +264,7 @@ class Model:
 
     def _normalize_release(self, d, rule: str):
         """normalize="release": divide d by max(d) when that exceeds 1 (EKDAA only)."""
-        if rule == "ekdaa" and self.opts["normalize"] == "release":
-            peak = float(d.max())
-            if peak > 1:
-                d = d / d.dtype.type(peak)
-        return d
+        return _cap_peak(d) if rule == "ekdaa" and self.opts["normalize"] == "release" else d
 
     def _error_below(self, e, block: Block, below: Block, cache: dict, rule: str):
         """Error units of ``below`` from the error e of ``block`` (SPEC.md step 3)."""
@@ -305,11 +302,8 @@ class Model:
             release = b.kind == "conv" and rule == "ekdaa" and self.opts["normalize"] == "release"
             dw, db, de = be.weight_update(cache, e, b, gamma if rule == "ekdaa" and not release else
                                           1.0 if rule == "kp" else None)
-            if release:
-                peak = float(dw.max())
-                if peak > 1:
-                    dw = dw / dw.dtype.type(peak)
-                dw = dw / dw.dtype.type(b.weight_shape[0] * b.weight_shape[1])
+            if release:  # the release's ΔW normalisation: by max(ΔW) when above 1, then by C_in·C_out
+                dw = _cap_peak(dw) / dw.dtype.type(b.weight_shape[0] * b.weight_shape[1])
                 de = dw * dw.dtype.type(gamma)
             if rule == "kp":  # ΔB = ΔWᵀ (FC) / ΔW (conv), optional weight decay on both (rules.py)
                 dw, de = rules.kolen_pollack(be, dw, de, self.params[f"{b.name}.weight"],
@@ -414,6 +408,12 @@ class Model:
         self.load_state_dict(params)
         self.optimizer.load_state_dict({k: v for k, v in arrays.items() if k.startswith("optimizer.")}, self.params)
         self.step_count = int(arrays["step_count"])
+
+
+def _cap_peak(t):
+    """t / max(t) when max(t) > 1, else t (the authors' release normalisation)."""
+    peak = float(t.max())
+    return t / t.dtype.type(peak) if peak > 1 else t
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> float:
