@@ -385,6 +385,7 @@ def parse_sass(text: str) -> dict:
 # Instruction classes of the mix (SASS mnemonics, Hopper). Anything else counts as "other".
 CLASSES = {
     "ffma": {"FFMA"},
+    "mma": {"HMMA", "HGMMA", "IMMA", "DMMA", "BMMA"},  # tensor cores: not in the FP32 SIMT rate model
     "fp32_other": {"FADD", "FMUL", "FMNMX", "FSETP", "FSEL", "FCHK", "MUFU", "FSWZADD", "FRND", "F2F", "FMNMX3"},
     "int": {"IMAD", "IADD3", "IADD", "LEA", "LEA.HI", "ISETP", "SHF", "SHL", "SHR", "LOP3", "LOP", "IABS", "IMNMX",
             "IMUL", "SEL", "I2F", "F2I", "I2FP", "F2IP", "PRMT", "FLO", "POPC", "BMSK", "VIADD", "VIMNMX", "IDP",
@@ -422,18 +423,24 @@ def find_loops(instrs: list[Instr]) -> list[tuple[int, int]]:
 
 def main_loop(instrs: list[Instr]) -> tuple[int, int] | None:
     """The hot loop: among the innermost loops (containing no other loop), the one with the most
-    FFMA; ties broken by the larger body (an unrolled main loop rather than its remainder loop).
-    None when the kernel has no loop."""
+    FFMA; among those, the highest FFMA share (a kernel with several code paths, e.g. pooled and
+    unpooled, has one such loop per path: ``hot_loops`` lists them all); loops without FFMA: the
+    larger body (an unrolled main loop rather than its remainder). None when there is no loop."""
+    ranked = hot_loops(instrs)
+    return ranked[0] if ranked else None
+
+
+def hot_loops(instrs: list[Instr]) -> list[tuple[int, int]]:
+    """Innermost loops in ``main_loop``'s order of preference."""
     loops = find_loops(instrs)
     inner = [lp for lp in loops if not any(o != lp and lp[0] <= o[0] and o[1] <= lp[1] for o in loops)]
-    if not inner:
-        return None
 
     def key(lp):
-        body = [i for i in instrs if lp[0] <= i.addr <= lp[1]]
-        return (-sum(i.base == "FFMA" for i in body), -len(body), lp[0])
+        body = [i for i in instrs if lp[0] <= i.addr <= lp[1] and i.base != "NOP"]
+        ffma = sum(i.base == "FFMA" for i in body)
+        return (-ffma, -ffma / len(body), -len(body), lp[0])
 
-    return min(inner, key=key)
+    return sorted(inner, key=key)
 
 
 def instruction_mix(instrs: list[Instr], span: tuple[int, int] | None = None) -> dict:
@@ -445,10 +452,31 @@ def instruction_mix(instrs: list[Instr], span: tuple[int, int] | None = None) ->
         counts[classify(i.opcode)] += 1
     total = len(body)
     ffma = counts["ffma"]
-    return {"instructions": total, "counts": counts, "calls": sum(i.base == "CALL" for i in body),
+    calls = sum(i.base == "CALL" for i in body)
+    no_call = None
+    if calls and span is not None:
+        kept = [i for blk in basic_blocks(instrs, span) if not any(j.base == "CALL" for j in blk) for i in blk
+                if i.base != "NOP"]
+        f = sum(i.base == "FFMA" for i in kept)
+        no_call = {"instructions": len(kept), "ffma_share": f / len(kept) if kept else 0.0,
+                   "instructions_per_ffma": len(kept) / f if f else None}
+    return {"instructions": total, "counts": counts, "calls": calls, "without_call_blocks": no_call,
             "ffma_share": ffma / total if total else 0.0,
             "instructions_per_ffma": total / ffma if ffma else None,
             "opcodes": _top_opcodes(body)}
+
+
+def basic_blocks(instrs: list[Instr], span: tuple[int, int]) -> list[list[Instr]]:
+    """Basic blocks of the instructions in ``span``: a block starts at the span's start, at a branch
+    target and after a branch or EXIT (a CALL returns, so it does not end a block)."""
+    body = [i for i in instrs if span[0] <= i.addr <= span[1]]
+    leaders = {span[0]} | {i.target for i in instrs if i.target is not None and i.base in ("BRA", "JMP")}
+    blocks: list[list[Instr]] = []
+    for k, ins in enumerate(body):
+        if not blocks or ins.addr in leaders or body[k - 1].base in ("BRA", "JMP", "BRX", "EXIT", "RET"):
+            blocks.append([])
+        blocks[-1].append(ins)
+    return blocks
 
 
 def _top_opcodes(body: list[Instr], n: int = 8) -> dict:
@@ -609,8 +637,10 @@ def analyse_kernels(src_dir: Path, work: Path, arch: str = "sm_90") -> dict:
                 raise KeyError(f"static_report: no launch of {short} with a constant block size in {src_dir}; "
                                "set 'block' in its KERNELS entry")
             instrs = sass.get(mangled, [])
-            loop = main_loop(instrs)
+            loops = hot_loops(instrs)
+            loop = loops[0] if loops else None
             mix = instruction_mix(instrs, loop) if loop else None
+            top = [lp for lp in loops if loop and _ffma(instrs, lp) == _ffma(instrs, loop)]
             kernels[short] = {
                 "file": cu.name, "mangled": mangled, "role": info["role"], "phase": info["phase"],
                 "ffma_target": info["ffma_target"], "registers": u["registers"], "stack_bytes": u["stack"],
@@ -621,9 +651,16 @@ def analyse_kernels(src_dir: Path, work: Path, arch: str = "sm_90") -> dict:
                 "occupancy": occupancy(u["registers"], threads, u["smem"]),
                 "sass_instructions": len(instrs),
                 "main_loop": None if loop is None else {"start": hex(loop[0]), "end": hex(loop[1]), **mix},
+                # every innermost loop with as many FFMA as the main loop (one per code path)
+                "same_ffma_loops": [{"start": hex(a), "end": hex(b),
+                                     "ffma_share": instruction_mix(instrs, (a, b))["ffma_share"]} for a, b in top],
                 "whole_function_mix": instruction_mix(instrs),
             }
     return kernels
+
+
+def _ffma(instrs: list[Instr], span: tuple[int, int]) -> int:
+    return sum(i.base == "FFMA" for i in instrs if span[0] <= i.addr <= span[1])
 
 
 def _run(cmd: list[str]) -> str:
@@ -739,9 +776,10 @@ class Launch:
 def kernel_time_us(launch: Launch, gpu: dict, model: dict = MODEL) -> dict:
     """Device time of one launch: max(compute, memory, the minimum kernel time).
 
-    compute = FLOPs / (peak FP32 × FFMA share of the main loop × issue efficiency × latency
-    hiding × SM use). On Hopper an SM sub-partition issues one warp instruction per clock and owns
-    32 FP32 lanes, so a loop issuing at full rate runs FFMA at the peak times its FFMA share.
+    compute = FLOPs / (peak FP32 × FFMA share of the main loop (its path without CALL blocks when it
+    has some) × issue efficiency × latency hiding × SM use). On Hopper an SM sub-partition issues
+    one warp instruction per clock and owns 32 FP32 lanes, so a loop issuing at full rate runs FFMA
+    at the peak times its FFMA share.
     Latency hiding = min(1, achieved occupancy / saturation); SM use = the fraction of block slots
     busy over the waves (grid quantisation, 'tiles per SM')."""
     k = launch.kernel or {}
@@ -749,6 +787,9 @@ def kernel_time_us(launch: Launch, gpu: dict, model: dict = MODEL) -> dict:
     t_flop, detail = 0.0, {}
     if launch.flops:
         loop = k.get("main_loop")
+        if loop and not loop.get("ffma_share") and loop.get("counts", {}).get("mma"):
+            raise NotImplementedError(f"static_report: {launch.name} runs on tensor cores; add a rate model for "
+                                      "its MMA instructions to kernel_time_us")
         if not loop or not loop.get("ffma_share"):
             raise ValueError(f"static_report: {launch.name} does FLOPs but its kernel has no FFMA main loop")
         occ = k["occupancy"]
@@ -757,7 +798,9 @@ def kernel_time_us(launch: Launch, gpu: dict, model: dict = MODEL) -> dict:
         sm_use = launch.blocks / (waves * r * gpu["sms"])
         achieved = r * occ["warps_per_block"] / SM90["max_warps_per_sm"]
         hiding = min(1.0, achieved / model["occupancy_saturation"])
-        rate = gpu["fp32_tflops"] * 1e12 * loop["ffma_share"] * model["issue_efficiency"] * hiding * sm_use
+        # the path without the 64-bit division calls when the loop has one (sizes fit 32 bits in practice)
+        share = (loop.get("without_call_blocks") or loop)["ffma_share"]
+        rate = gpu["fp32_tflops"] * 1e12 * share * model["issue_efficiency"] * hiding * sm_use
         t_flop = launch.flops / rate * 1e6
         detail = {"blocks": launch.blocks, "blocks_per_sm": r, "waves": waves, "sm_use": sm_use,
                   "latency_hiding": hiding, "tflops": rate / 1e12}
@@ -945,6 +988,17 @@ def build_report(src_dir: Path, presets, batches, arch: str = "sm_90", work: Pat
     }
 
 
+def add_baseline(rep: dict, base: dict, label: str) -> None:
+    """Attach an earlier report's EKDAA prediction to every matching (preset, batch, GPU) row."""
+    old = {(r["preset"], r["batch"], r["gpu"]): r for r in base.get("predictions", [])}
+    rep["baseline"] = {"file": label, "commit": base.get("commit")}
+    for r in rep["predictions"]:
+        b = old.get((r["preset"], r["batch"], r["gpu"]))
+        if b:
+            r["baseline_ekdaa_ms"] = b["ekdaa_ms"]
+            r["speedup_vs_baseline"] = b["ekdaa_ms"] / r["ekdaa_ms"]
+
+
 def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
@@ -967,17 +1021,24 @@ def render_markdown(rep: dict) -> str:
         target = ("n/a" if not k["ffma_target"] else
                   ("MET" if m and m["ffma_share"] >= TARGET_FFMA else "MISSED"))
         ipf = m["instructions_per_ffma"] if m else None
+        nc = m.get("without_call_blocks") if m else None
+        share = (_pct(m["ffma_share"]) + (f" ({_pct(nc['ffma_share'])})" if nc else "")) if m else "–"
+        ipf_s = (f"{ipf:.1f}" + (f" ({nc['instructions_per_ffma']:.1f})" if nc and nc["instructions_per_ffma"]
+                                   else "")) if ipf else "–"
         lines.append(
             f"| `{name}` | {k['phase']} | {k['registers']} | {k['stack_bytes']}/{k['spill_store_bytes']}/"
             f"{k['spill_load_bytes']} | {k['smem_static_bytes']} | {k['cmem0_bytes']} | {o['threads_per_block']} | "
             f"{o['blocks_per_sm']} | {_pct(o['occupancy'])} ({o['limited_by']}) | "
-            f"{m['instructions'] if m else '–'} | {_pct(m['ffma_share']) if m else '–'} | "
-            f"{f'{ipf:.1f}' if ipf else '–'} | {c.get('int', '–')} | {c.get('load_global', '–')} | "
+            f"{m['instructions'] if m else '–'} | {share} | "
+            f"{ipf_s} | {c.get('int', '–')} | {c.get('load_global', '–')} | "
             f"{c.get('load_shared', '–')} | {c.get('branch', '–')} | {target} |")
-    lines += ["", "Main loop = the innermost backward-branch loop holding the most FFMA, counted statically over "
-              "its address range (both sides of an `if` inside the loop count once each); kernels without a loop "
-              "show –. int = IMAD/IADD3/LEA/ISETP/SHF/LOP3/SEL/...; LDG = global loads; branch = BRA/BSSY/BSYNC/"
-              "EXIT/BAR/....", ""]
+    lines += ["", "Main loop = the innermost backward-branch loop holding the most FFMA (of several such loops, one "
+              "per code path, the one with the highest FFMA share: the JSON's `same_ffma_loops` lists them all), "
+              "counted statically over its address range (both sides of an `if` inside the loop count once each, "
+              "e.g. the filter update's 32- and 64-bit division paths; calls to the 64-bit division subroutine "
+              "are not followed; the share in brackets leaves out the basic blocks that contain such a CALL, i.e. "
+              "the 32-bit fast path alone); kernels without a loop show –. int = IMAD/IADD3/LEA/ISETP/SHF/LOP3/"
+              "SEL/...; LDG = global loads; branch = BRA/BSSY/BSYNC/EXIT/BAR/....", ""]
     lines += ["## Launches per update (current host path)", "",
               "| preset | ekdaa_cuda kernels | CuPy ops | total | host syncs | simulator count | target (fmnist) |",
               "|---|---|---|---|---|---|---|"]
@@ -1001,6 +1062,13 @@ def render_markdown(rep: dict) -> str:
             f"| {r['preset']} | {r['batch']} | {r['gpu']} | {r['ekdaa_ms']:.3f} | {r['ekdaa_kernels_graph_ms']:.3f} | "
             f"{r['cudnn_eager_ms']:.3f} | {r['cudnn_graph_ms']:.3f} | {r['ratio_ekdaa_vs_cudnn']:.1f}x | {verdict} | "
             f"{ph['forward']:.3f} / {ph['error']:.3f} / {ph['update']:.3f} / {ph['optimizer']:.3f} |")
+    if rep.get("baseline"):
+        lines += ["", f"Baseline: `{rep['baseline']['file']}` (commit `{rep['baseline']['commit']}`).", "",
+                  "| preset | batch | GPU | EKDAA baseline ms | EKDAA now ms | speedup |", "|---|---|---|---|---|---|"]
+        for r in rep["predictions"]:
+            if "baseline_ekdaa_ms" in r:
+                lines.append(f"| {r['preset']} | {r['batch']} | {r['gpu']} | {r['baseline_ekdaa_ms']:.3f} | "
+                             f"{r['ekdaa_ms']:.3f} | {r['speedup_vs_baseline']:.1f}x |")
     mc = rep["model_constants"]
     lines += ["", "## The model", "",
               "- per EKDAA launch: max(FLOPs / (FP32 peak × main-loop FFMA share × issue efficiency × latency "
@@ -1028,12 +1096,16 @@ def main(argv=None) -> int:
     p.add_argument("--date", default=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"))
     p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     p.add_argument("--keep", help="keep the cubins and listings in this folder")
+    p.add_argument("--baseline", help="an earlier static-*.json (e.g. the old kernels'): its EKDAA predictions are "
+                                      "shown beside the new ones")
     args = p.parse_args(argv)
     work = Path(args.keep) if args.keep else None
     if work:
         work.mkdir(parents=True, exist_ok=True)
     rep = build_report(Path(args.src), args.presets.split(","), [int(b) for b in args.batches.split(",")],
                        args.arch, work)
+    if args.baseline:
+        add_baseline(rep, json.loads(Path(args.baseline).read_text()), args.baseline)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"static-{args.date}.json").write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n")

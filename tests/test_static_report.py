@@ -19,35 +19,40 @@ floors = importlib.import_module("floors")
 
 # ------------------------------------------------------------------ captured fixtures
 
+FILTER = "_ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb25conv_filter_update_kernelENS_16FilterUpdateArgsE"
+FWD = "_ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb21conv_block_fwd_kernelENS_16ConvBlockFwdArgsEl"
+PROJ_T = "_ZN5ekdaa37_GLOBAL__N__2daa49ac_5_fc_cu_bedda97214fc_proj_kernelILb1EEEvPKfS3_S3_PfiiiiiifNS_7DropoutE"
+BILINEAR = "_ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb27unpool_bilinear_proj_kernelEPKfPflllll"
+
 # `nvcc -arch=sm_90 -cubin --resource-usage csrc/conv.cu` / `csrc/fc.cu` (nvcc 13.0.88), excerpts.
-RESOURCE_USAGE = """\
+RESOURCE_USAGE = f"""\
 ptxas info    : 0 bytes gmem
-ptxas info    : Compiling entry function '_ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb25conv_filter_update_kernelENS_16FilterUpdateArgsE' for 'sm_90'
-ptxas info    : Function properties for _ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb25conv_filter_update_kernelENS_16FilterUpdateArgsE
+ptxas info    : Compiling entry function '{FILTER}' for 'sm_90'
+ptxas info    : Function properties for {FILTER}
     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 ptxas info    : Used 40 registers, used 1 barriers, 1024 bytes smem
 ptxas info    : Compile time = 709.929 ms
-ptxas info    : Compiling entry function '_ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb21conv_block_fwd_kernelENS_16ConvBlockFwdArgsEl' for 'sm_90'
-ptxas info    : Function properties for _ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb21conv_block_fwd_kernelENS_16ConvBlockFwdArgsEl
+ptxas info    : Compiling entry function '{FWD}' for 'sm_90'
+ptxas info    : Function properties for {FWD}
     16 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads
 ptxas info    : Used 48 registers, used 0 barriers, 40 bytes cmem[2]
 ptxas info    : Compile time = 672.449 ms
-ptxas info    : Compiling entry function '_ZN5ekdaa37_GLOBAL__N__2daa49ac_5_fc_cu_bedda97214fc_proj_kernelILb1EEEvPKfS3_S3_PfiiiiiifNS_7DropoutE' for 'sm_90'
-ptxas info    : Function properties for _ZN5ekdaa37_GLOBAL__N__2daa49ac_5_fc_cu_bedda97214fc_proj_kernelILb1EEEvPKfS3_S3_PfiiiiiifNS_7DropoutE
+ptxas info    : Compiling entry function '{PROJ_T}' for 'sm_90'
+ptxas info    : Function properties for {PROJ_T}
     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 ptxas info    : Used 32 registers, used 1 barriers, 2176 bytes smem
 """
 # (the conv_block_fwd spill/cmem[2] numbers above were edited in to exercise those fields)
 
 # `cuobjdump -res-usage` (13.5.37) of the conv.cu cubin, excerpt.
-CUOBJDUMP_RES = """\
+CUOBJDUMP_RES = f"""\
 
 Resource usage:
  Common:
   GLOBAL:0
- Function _ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb25conv_filter_update_kernelENS_16FilterUpdateArgsE:
+ Function {FILTER}:
   REG:40 STACK:0 SHARED:2048 LOCAL:0 CONSTANT[0]:624 TEXTURE:0 SURFACE:0 SAMPLER:0
- Function _ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb27unpool_bilinear_proj_kernelEPKfPflllll:
+ Function {BILINEAR}:
   REG:26 STACK:0 SHARED:0 LOCAL:0 CONSTANT[0]:584 TEXTURE:0 SURFACE:0 SAMPLER:0
 """
 
@@ -170,9 +175,6 @@ SASS_NESTED = """\
         /*0010*/                   BRA 0x10;                                  /* 0xfffffff000007947 */
 """
 
-FILTER = "_ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb25conv_filter_update_kernelENS_16FilterUpdateArgsE"
-FWD = "_ZN5ekdaa39_GLOBAL__N__58f3593a_7_conv_cu_8dd64ccb21conv_block_fwd_kernelENS_16ConvBlockFwdArgsEl"
-PROJ_T = "_ZN5ekdaa37_GLOBAL__N__2daa49ac_5_fc_cu_bedda97214fc_proj_kernelILb1EEEvPKfS3_S3_PfiiiiiifNS_7DropoutE"
 
 
 # ------------------------------------------------------------------ parsing
@@ -375,3 +377,46 @@ def test_real_compile_of_one_file(tmp_path):
     for k in kernels.values():
         assert 0 < k["registers"] <= 255 and k["occupancy"]["blocks_per_sm"] >= 1
         assert k["main_loop"] is not None and k["main_loop"]["instructions"] > 0
+
+
+def test_tensor_core_kernels_are_not_silently_modelled_as_simt():
+    kernel = {"occupancy": sr.occupancy(64, 128, 0), "main_loop": {"ffma_share": 0.0, "counts": {"mma": 8}}}
+    with pytest.raises(NotImplementedError, match="tensor cores"):
+        sr.kernel_time_us(sr.Launch("k", "forward", 10, 10, 1, kernel), sr.GPUS["H200"])
+
+
+def test_baseline_rows_are_attached():
+    rep = {"predictions": [{"preset": "fmnist", "batch": 50, "gpu": "H200", "ekdaa_ms": 0.5}]}
+    base = {"commit": "abc", "predictions": [{"preset": "fmnist", "batch": 50, "gpu": "H200", "ekdaa_ms": 3.0}]}
+    sr.add_baseline(rep, base, "old.json")
+    assert rep["baseline"] == {"file": "old.json", "commit": "abc"}
+    assert rep["predictions"][0]["speedup_vs_baseline"] == pytest.approx(6.0)
+
+
+# Synthetic: a loop 0x00-0x80 whose 64-bit division has a slow path (a CALL block) beside the fast one.
+SASS_CALL = """\
+		Function : _Z4divsv
+        /*0000*/                   ISETP.NE.U32.AND P0, PT, R5, RZ, PT ;
+        /*0010*/              @!P0 BRA 0x50 ;
+        /*0020*/                   MOV R12, 0x40 ;
+        /*0030*/                   CALL.REL.NOINC 0x100 ;
+        /*0040*/                   BRA 0x60 ;
+        /*0050*/                   IMAD.HI.U32 R7, R3, R4, RZ ;
+        /*0060*/                   FFMA R2, R7, R8, R2 ;
+        /*0070*/                   ISETP.NE.AND P1, PT, R3, R9, PT ;
+        /*0080*/               @P1 BRA 0x0 ;
+        /*0090*/                   EXIT ;
+        /*0100*/                   IMAD R7, R3, R4, RZ ;
+        /*0110*/                   RET.REL.NODEC R12 0x0 ;
+"""
+
+
+def test_call_blocks_are_left_out_of_the_fast_path_share():
+    instrs = sr.parse_sass(SASS_CALL)["_Z4divsv"]
+    assert sr.main_loop(instrs) == (0x0, 0x80)
+    blocks = sr.basic_blocks(instrs, (0x0, 0x80))
+    assert [[i.addr for i in b] for b in blocks] == [[0x0, 0x10], [0x20, 0x30, 0x40], [0x50], [0x60, 0x70, 0x80]]
+    mix = sr.instruction_mix(instrs, (0x0, 0x80))
+    assert mix["instructions"] == 9 and mix["calls"] == 1
+    assert mix["without_call_blocks"] == {"instructions": 6, "ffma_share": pytest.approx(1 / 6),
+                                          "instructions_per_ffma": pytest.approx(6.0)}
