@@ -47,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(ROOT))  # ekdaa_cuda from the source tree when it is not installed
 
 # ====================================================================== hardware constants
 
@@ -927,13 +928,23 @@ def predict(preset: str, batch: int, kernels: dict, launches_info: dict, gpu_nam
     """Predicted ms per update: EKDAA today (its kernels + the current host path), EKDAA's kernels
     alone replayed from a graph, cuDNN eager and cuDNN graph; phase split of EKDAA's device time."""
     gpu = GPUS[gpu_name]
+    import floors
+
     launches = ekdaa_launches(preset, batch, kernels)
+    counts = floors.totals(floors.update_rows(floors.blocks_of(preset), batch, "ekdaa"))
+    for ph in floors.PHASES:
+        counts[ph]["kernel_launches"] = sum(la.phase == ph for la in launches)
     per_phase = {p: 0.0 for p in ("forward", "error", "update", "optimizer")}
     per_kernel: dict[str, float] = {}
+    rows = []
     for la in launches:
-        t = kernel_time_us(la, gpu, model)["us"]
+        detail = kernel_time_us(la, gpu, model)
+        t = detail["us"]
         per_phase[la.phase] += t
         per_kernel[la.name] = per_kernel.get(la.name, 0.0) + t
+        rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in detail.items()}
+        rows.append({"kernel": la.name, "op": " ".join(la.notes), "phase": la.phase, "flops": la.flops,
+                     "bytes": la.nbytes, **rounded})
     dev_kernels = sum(per_phase.values())
     # the CuPy launches of the current host path are elementwise/reductions on tiny arrays: each
     # costs the minimum kernel time on the device
@@ -959,6 +970,10 @@ def predict(preset: str, batch: int, kernels: dict, launches_info: dict, gpu_nam
         "cudnn_eager_ms": cudnn_eager / 1e3, "cudnn_graph_ms": cudnn_graph / 1e3, "cudnn_best_ms": best / 1e3,
         "cudnn_launches": n_torch,
         "ratio_ekdaa_vs_cudnn": ekdaa_now / best, "ratio_ekdaa_graph_vs_cudnn": ekdaa_graph / best,
+        "ekdaa_counts": counts,  # bench/floors.py FLOPs and bytes per phase, + ekdaa_cuda launches per phase
+        "ekdaa_launch_rows": rows,
+        "cudnn_op_rows": [{"op": o["op"], "phase": o["phase"], "launches": o["launches"], "flops": o["flops"],
+                           "bytes": o["bytes"], "us": round(cudnn_op_time_us(o, gpu, model), 4)} for o in ops],
     }
 
 
@@ -1069,6 +1084,18 @@ def render_markdown(rep: dict) -> str:
             if "baseline_ekdaa_ms" in r:
                 lines.append(f"| {r['preset']} | {r['batch']} | {r['gpu']} | {r['baseline_ekdaa_ms']:.3f} | "
                              f"{r['ekdaa_ms']:.3f} | {r['speedup_vs_baseline']:.1f}x |")
+    lines += ["", "## Work per EKDAA update (bench/floors.py counts; ekdaa_cuda kernel launches)", "",
+              "| preset | batch | forward GFLOP / MB / launches | error | update | optimizer |",
+              "|---|---|---|---|---|---|"]
+    seen = set()
+    for r in rep["predictions"]:
+        if (r["preset"], r["batch"]) in seen:
+            continue
+        seen.add((r["preset"], r["batch"]))
+        c = r["ekdaa_counts"]
+        cells = [f"{c[ph]['flops'] / 1e9:.2f} / {c[ph]['bytes'] / 1e6:.1f} / {c[ph]['kernel_launches']}"
+                 for ph in ("forward", "error", "update", "optimizer")]
+        lines.append(f"| {r['preset']} | {r['batch']} | " + " | ".join(cells) + " |")
     mc = rep["model_constants"]
     lines += ["", "## The model", "",
               "- per EKDAA launch: max(FLOPs / (FP32 peak × main-loop FFMA share × issue efficiency × latency "
