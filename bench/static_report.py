@@ -992,11 +992,12 @@ def build_report(src_dir: Path, presets, batches, arch: str = "sm_90", work: Pat
     predictions = [predict(p, b, kernels, launches[p], g) for p in presets for b in batches for g in GPUS]
     commit = _run(["git", "-C", str(ROOT), "rev-parse", "HEAD"]).strip() if shutil.which("git") else None
     dirty = bool(_run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "csrc"]).strip()) if commit else None
+    csrc_commit = _run(["git", "-C", str(ROOT), "log", "-1", "--format=%H", "--", "csrc"]).strip() if commit else None
     tools = {t: find_tool(t) for t in ("nvcc", "cuobjdump")}
     versions = {t: (_run([p, "--version"]).strip().splitlines()[-1] if p else None) for t, p in tools.items()}
     return {
         "label": "PREDICTIONS: static analysis and an analytic model; no GPU ran",
-        "commit": commit, "csrc_dirty": dirty, "arch": arch, "tools": versions,
+        "commit": commit, "csrc_commit": csrc_commit, "csrc_dirty": dirty, "arch": arch, "tools": versions,
         "sm90_limits": SM90, "gpus": GPUS, "model_constants": MODEL,
         "targets": {"ffma_share_min": TARGET_FFMA, "ratio_max": TARGET_RATIO, "launches_max_fmnist": TARGET_LAUNCHES},
         "kernels": kernels, "launches": launches, "predictions": predictions,
@@ -1020,7 +1021,8 @@ def _pct(v) -> str:
 
 def render_markdown(rep: dict) -> str:
     lines = [f"# Static performance report ({rep['arch']}) — PREDICTIONS, no GPU ran", "",
-             f"Commit `{rep['commit']}`{' (csrc/ modified)' if rep['csrc_dirty'] else ''}; "
+             f"Commit `{rep['commit']}` (csrc/ last changed in `{rep.get('csrc_commit')}`"
+             f"{'; csrc/ has uncommitted changes' if rep['csrc_dirty'] else ''}); "
              f"{rep['tools'].get('nvcc')}; cuobjdump {rep['tools'].get('cuobjdump')}. "
              "Produced by `python bench/static_report.py` (see bench/README.md). Registers, spills, shared "
              "memory and instruction mixes are read from the compiled code; occupancy is computed; every time "
