@@ -1,4 +1,4 @@
-"""GPU tests of the conv-family ops (ekdaa_cuda.ops.conv, kernels in csrc/conv.cu).
+"""Tests of the conv-family ops (ekdaa_cuda.ops.conv, kernels in csrc/conv.cu).
 
 Every result is checked against a float64 NumPy reference built from ``ekdaa_cuda.reference``
 on fresh random shapes (batch 1, primes, odd H/W, channels 1..33, k in {1, 3, 5}; the seed is
@@ -6,13 +6,17 @@ printed, replay with EKDAA_TEST_SEED=<seed>). Outputs are passed as ``out=`` arr
 with NaN (argmax with 255), so an element the kernel never writes fails. Convolutions use small
 integer-valued inputs, which float32 sums exactly: those checks are ``==``.
 
-Run: ``pytest -m gpu tests/gpu/test_ops_conv.py`` (skipped without a CUDA device).
+Run: ``pytest tests/gpu/test_ops_conv.py`` (on the CPU simulator, and on the GPU when there is one;
+``--device cuda-sim`` or ``--device cuda`` picks one). On the simulator every op call also runs
+under several thread schedules and worker counts, bitwise equal (tests/gpu/conftest.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from helpers import foreign, host
 
 from ekdaa_cuda import reference
 from ekdaa_cuda.ops import conv as ops
@@ -25,9 +29,6 @@ RULE_ACTIVATIONS = [(a, r) for r in ("ekdaa", "bp") for a in ACTIVATIONS if (a, 
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-@pytest.fixture
-def cp():
-    return pytest.importorskip("cupy")
 
 
 # ---------------------------------------------------------------- helpers
@@ -44,13 +45,9 @@ def ints(rng, shape, bound=3):
     return rng.integers(-bound, bound + 1, size=shape).astype(np.float32)
 
 
-def poisoned(cp, shape, dtype=np.float32):
+def poisoned(xp, shape, dtype=np.float32):
     """An output buffer full of NaN (uint8: 255, not an argmax code) so unwritten elements show."""
-    return cp.full(shape, 255 if dtype == np.uint8 else np.nan, dtype=dtype)
-
-
-def host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+    return xp.full(shape, 255 if dtype == np.uint8 else np.nan, dtype=dtype)
 
 
 def assert_close(got, want, atol, rtol=0.0, what="result"):
@@ -103,21 +100,21 @@ def epilogue64(rule, act, h, d, beta, mask):
 @pytest.mark.parametrize("pool", [True, False])
 @pytest.mark.parametrize("p", [0.0, 0.3])
 @pytest.mark.parametrize("act", [*ACTIVATIONS, None])  # None: apply_activation=False
-def test_conv_block_fwd(cp, rng, act, p, pool):
+def test_conv_block_fwd(xp, rng, act, p, pool):
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     x, w = ints(rng, (n, c_in, height, width)), ints(rng, (c_out, c_in, k, k))
     b = ints(rng, (c_out,)) if rng.random() < 0.5 else None
     key, mask = dropout(rng, p, (n, c_out, height, width))
     out_shape = (n, c_out, height // 2, width // 2) if pool else (n, c_out, height, width)
     out = (
-        poisoned(cp, (n, c_out, height, width)),
-        poisoned(cp, out_shape),
-        poisoned(cp, out_shape, np.uint8) if pool else None,
+        poisoned(xp, (n, c_out, height, width)),
+        poisoned(xp, out_shape),
+        poisoned(xp, out_shape, np.uint8) if pool else None,
     )
     h, z, argmax = ops.conv_block_fwd(
-        cp.asarray(x),
-        cp.asarray(w),
-        None if b is None else cp.asarray(b),
+        xp.array(x),
+        xp.array(w),
+        None if b is None else xp.array(b),
         activation=act or "linear",
         apply_activation=act is not None,
         pool=pool,
@@ -152,25 +149,25 @@ def test_conv_block_fwd(cp, rng, act, p, pool):
         assert_close(chosen, want_out, atol=tol, what="value at the kernel's argmax")
 
 
-def test_conv_block_fwd_pool_ties_first(cp):
+def test_conv_block_fwd_pool_ties_first(xp):
     # Every window ties (all ones), plus hand-made windows whose maximum sits at q = 0, 1, 2, 3.
     x = np.ones((1, 1, 5, 9), np.float32)  # odd H and W: the trailing row/column belongs to no window
     x[0, 0, 0:2, 0:2] = [[0, 0], [0, 1]]
     x[0, 0, 0:2, 2:4] = [[0, 0], [2, 0]]
     x[0, 0, 0:2, 4:6] = [[0, 3], [3, 3]]
     w = np.ones((1, 1, 1, 1), np.float32)
-    h, out, argmax = ops.conv_block_fwd(cp.asarray(x), cp.asarray(w), activation="linear", apply_activation=False)
+    h, out, argmax = ops.conv_block_fwd(xp.array(x), xp.array(w), activation="linear", apply_activation=False)
     assert_equal(h, x, "h (including the trailing row/column)")
     assert_equal(argmax, [[[[3, 2, 1, 0], [0, 0, 0, 0]]]], "argmax")
     assert_equal(out, [[[[1, 2, 3, 1], [1, 1, 1, 1]]]], "out")
 
 
-def test_conv_block_fwd_layer_sized(cp, rng):
+def test_conv_block_fwd_layer_sized(xp, rng):
     # An fmnist-preset-sized layer with float data: many blocks, tolerance instead of exactness.
     x = rng.standard_normal((50, 32, 14, 14)).astype(np.float32)
     w = (rng.standard_normal((64, 32, 3, 3)) * 0.1).astype(np.float32)
     b = rng.standard_normal(64).astype(np.float32)
-    h, out, _ = ops.conv_block_fwd(cp.asarray(x), cp.asarray(w), cp.asarray(b), activation="tanh")
+    h, out, _ = ops.conv_block_fwd(xp.array(x), xp.array(w), xp.array(b), activation="tanh")
     want_h = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
     # float32 sum of 288 products: error <~ 288·eps·Σ|x·w| (generous; index bugs give O(1) errors)
     bound = reference.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), np.abs(b).astype(np.float64))
@@ -185,7 +182,7 @@ def test_conv_block_fwd_layer_sized(cp, rng):
 @pytest.mark.parametrize("pooled", [True, False])
 @pytest.mark.parametrize("p", [0.0, 0.3])
 @pytest.mark.parametrize("act, rule", RULE_ACTIVATIONS)
-def test_conv_error_proj(cp, rng, act, rule, p, pooled):
+def test_conv_error_proj(xp, rng, act, rule, p, pooled):
     n, c_in, c_out, hh, wh, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     hp, wp = (hh // 2, wh // 2) if pooled else (hh, wh)
     e, kernel = ints(rng, (n, c_out, hp, wp)), ints(rng, (c_out, c_in, k, k))
@@ -195,16 +192,16 @@ def test_conv_error_proj(cp, rng, act, rule, p, pooled):
     key, mask = dropout(rng, p, h.shape)
     beta = 0.9
     got = ops.conv_error_proj(
-        cp.asarray(e),
-        cp.asarray(kernel),
-        cp.asarray(h),
-        None if idx is None else cp.asarray(idx),
+        xp.array(e),
+        xp.array(kernel),
+        xp.array(h),
+        None if idx is None else xp.array(idx),
         activation=act,
         beta=beta,
         dropout=p,
         dropout_key=key,
         rule=rule,
-        out=poisoned(cp, h.shape),
+        out=poisoned(xp, h.shape),
     )
     d = conv_transpose64(e, kernel, (n, c_in, hp, wp))  # exact: integer inputs
     if pooled:
@@ -220,17 +217,17 @@ def test_conv_error_proj(cp, rng, act, rule, p, pooled):
     assert_close(got, want, atol=tol, what="e_below")
 
 
-def test_conv_error_proj_is_bp_backward_data(cp, rng):
+def test_conv_error_proj_is_bp_backward_data(xp, rng):
     # rule bp, φ = linear, no pool, no dropout: e_below is exactly conv-backward-data of e with W.
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     e, w = ints(rng, (n, c_out, height, width)), ints(rng, (c_out, c_in, k, k))
     h = rng.standard_normal((n, c_in, height, width)).astype(np.float32)
-    got = ops.conv_error_proj(cp.asarray(e), cp.asarray(w), cp.asarray(h), activation="linear", rule="bp")
+    got = ops.conv_error_proj(xp.array(e), xp.array(w), xp.array(h), activation="linear", rule="bp")
     assert_equal(got, conv_transpose64(e, w, (n, c_in, height, width)), "e_below")
 
 
 @pytest.mark.parametrize("act, rule", [("tanh", "ekdaa"), ("signum", "ekdaa"), ("linear", "bp"), ("sigmoid", "bp")])
-def test_unpool_error(cp, rng, act, rule):
+def test_unpool_error(xp, rng, act, rule):
     n, c, hh, wh = draw(rng, "N", "C", "HW", "HW")
     hp, wp = hh // 2, wh // 2
     d = rng.standard_normal((n, c, hp, wp)).astype(np.float32)
@@ -238,15 +235,15 @@ def test_unpool_error(cp, rng, act, rule):
     h = rng.standard_normal((n, c, hh, wh)).astype(np.float32)
     key, mask = dropout(rng, 0.25, h.shape)
     got = ops.unpool_error(
-        cp.asarray(d),
-        cp.asarray(h),
-        cp.asarray(idx),
+        xp.array(d),
+        xp.array(h),
+        xp.array(idx),
         activation=act,
         beta=0.9,
         dropout=0.25,
         dropout_key=key,
         rule=rule,
-        out=poisoned(cp, h.shape),
+        out=poisoned(xp, h.shape),
     )
     d_full = reference.unpool_argmax(d.astype(np.float64), idx, (hh, wh))
     want = epilogue64(rule, act, h.astype(np.float64), d_full, 0.9, mask)
@@ -256,19 +253,20 @@ def test_unpool_error(cp, rng, act, rule):
         assert_close(got, want, atol=8 * EPS32 * mask.max() * (1 + np.abs(h) + np.abs(d_full)), what="e")
 
 
-def test_conv_proj(cp, rng):
+@pytest.mark.parametrize("trial", range(3))  # three fresh random shapes
+def test_conv_proj(xp, rng, trial):
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     e, kernel = ints(rng, (n, c_out, height, width)), ints(rng, (c_out, c_in, k, k))
-    got = ops.conv_proj(cp.asarray(e), cp.asarray(kernel), out=poisoned(cp, (n, c_in, height, width)))
+    got = ops.conv_proj(xp.array(e), xp.array(kernel), out=poisoned(xp, (n, c_in, height, width)))
     assert_equal(got, conv_transpose64(e, kernel, (n, c_in, height, width)), "d")
 
 
 @pytest.mark.parametrize(
     "hw, out_hw", [((7, 7), (14, 14)), ((7, 3), (15, 7)), ((3, 5), (3, 5)), ((4, 6), (3, 2)), ((1, 1), (2, 3))]
 )
-def test_unpool_bilinear(cp, rng, hw, out_hw):
+def test_unpool_bilinear(xp, rng, hw, out_hw):
     d = rng.standard_normal((2, 3, *hw)).astype(np.float32)
-    got = ops.unpool_bilinear(cp.asarray(d), out_hw, out=poisoned(cp, (2, 3, *out_hw)))
+    got = ops.unpool_bilinear(xp.array(d), out_hw, out=poisoned(xp, (2, 3, *out_hw)))
     # two float32 lerps of O(1) values with float32 weights: a few ulps of max|d|
     assert_close(got, reference.unpool_bilinear(d.astype(np.float64), out_hw), atol=8 * EPS32 * np.abs(d).max())
 
@@ -277,12 +275,12 @@ def test_unpool_bilinear(cp, rng, hw, out_hw):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv_filter_update_exact(cp, rng, bias):
+def test_conv_filter_update_exact(xp, rng, bias):
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     z, e = ints(rng, (n, c_in, height, width)), ints(rng, (n, c_out, height, width))
     w_shape = (c_out, c_in, k, k)
-    out = (poisoned(cp, w_shape), poisoned(cp, (c_out,)) if bias else None, poisoned(cp, w_shape))
-    dw, db, de = ops.conv_filter_update(cp.asarray(z), cp.asarray(e), k, gamma=0.1, bias=bias, out=out)
+    out = (poisoned(xp, w_shape), poisoned(xp, (c_out,)) if bias else None, poisoned(xp, w_shape))
+    dw, db, de = ops.conv_filter_update(xp.array(z), xp.array(e), k, gamma=0.1, bias=bias, out=out)
     want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), k)
     assert_equal(dw, want, "dW")
     assert_equal(de, np.float32(0.1) * want.astype(np.float32), "dE")  # γ·ΔW: one float32 product
@@ -292,10 +290,10 @@ def test_conv_filter_update_exact(cp, rng, bias):
         assert db is None
 
 
-def test_conv_filter_update_layer_sized_and_deterministic(cp, rng):
+def test_conv_filter_update_layer_sized_and_deterministic(xp, rng):
     z = rng.standard_normal((50, 32, 14, 14)).astype(np.float32)
     e = rng.standard_normal((50, 64, 14, 14)).astype(np.float32)
-    zg, eg = cp.asarray(z), cp.asarray(e)
+    zg, eg = xp.array(z), xp.array(e)
     dw, db, de = ops.conv_filter_update(zg, eg, 3, gamma=0.1)
     want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), 3)
     bound = reference.conv2d_filter_grad(np.abs(z).astype(np.float64), np.abs(e).astype(np.float64), 3)
@@ -308,21 +306,23 @@ def test_conv_filter_update_layer_sized_and_deterministic(cp, rng):
         assert bool((first == second).all()), "the fixed-order reduction must be bitwise reproducible"
 
 
-def test_empty_batch(cp):
-    z, e = cp.zeros((0, 2, 5, 5), np.float32), cp.zeros((0, 3, 5, 5), np.float32)
+def test_empty_batch(xp):
+    z, e = xp.zeros((0, 2, 5, 5), np.float32), xp.zeros((0, 3, 5, 5), np.float32)
     dw, db, _ = ops.conv_filter_update(
-        z, e, 3, out=(poisoned(cp, (3, 2, 3, 3)), poisoned(cp, (3,)), poisoned(cp, (3, 2, 3, 3)))
+        z, e, 3, out=(poisoned(xp, (3, 2, 3, 3)), poisoned(xp, (3,)), poisoned(xp, (3, 2, 3, 3)))
     )
     assert_equal(dw, np.zeros((3, 2, 3, 3)), "dW of an empty batch")  # an empty sum is 0, not garbage
     assert_equal(db, np.zeros(3), "db of an empty batch")
-    h, out, argmax = ops.conv_block_fwd(z, cp.ones((3, 2, 3, 3), np.float32))
+    h, out, argmax = ops.conv_block_fwd(z, xp.ones((3, 2, 3, 3), np.float32))
     assert h.shape == (0, 3, 5, 5) and out.shape == argmax.shape == (0, 3, 2, 2)
 
 
-def test_runs_on_the_current_stream(cp, rng):
+def test_runs_on_the_current_stream(device, xp, rng):
+    if device.simulated:
+        pytest.skip("the simulator runs every launch synchronously on stream 0")
     x, w = ints(rng, (2, 3, 7, 7)), ints(rng, (5, 3, 3, 3))
-    with cp.cuda.Stream(non_blocking=True) as stream:
-        h, _, _ = ops.conv_block_fwd(cp.asarray(x), cp.asarray(w))
+    with xp.cuda.Stream(non_blocking=True) as stream:
+        h, _, _ = ops.conv_block_fwd(xp.array(x), xp.array(w))
         stream.synchronize()
     assert_equal(h, reference.conv2d(x.astype(np.float64), w.astype(np.float64)), "h")
 
@@ -330,38 +330,39 @@ def test_runs_on_the_current_stream(cp, rng):
 # ---------------------------------------------------------------- argument checks
 
 
-def test_bad_arguments_name_op_and_argument(cp):
-    x = cp.zeros((2, 3, 6, 6), np.float32)
-    w = cp.zeros((4, 3, 3, 3), np.float32)
-    e = cp.zeros((2, 4, 3, 3), np.float32)
-    idx = cp.zeros((2, 3, 3, 3), np.uint8)
+def test_bad_arguments_name_op_and_argument(xp):
+    x = xp.zeros((2, 3, 6, 6), np.float32)
+    w = xp.zeros((4, 3, 3, 3), np.float32)
+    e = xp.zeros((2, 4, 3, 3), np.float32)
+    idx = xp.zeros((2, 3, 3, 3), np.uint8)
     cases = [
         (lambda: ops.conv_block_fwd(x.astype(np.float64), w), "conv_block_fwd: x must be float32"),
         (lambda: ops.conv_block_fwd(x[:, :, :, ::2], w), "conv_block_fwd: x must be C-contiguous"),
-        (lambda: ops.conv_block_fwd(x, cp.zeros((4, 3, 2, 2), np.float32)), "conv_block_fwd: w must be .* odd k"),
-        (lambda: ops.conv_block_fwd(x, cp.zeros((4, 2, 3, 3), np.float32)), "conv_block_fwd: x must be .* C_in=2"),
-        (lambda: ops.conv_block_fwd(x, w, cp.zeros(5, np.float32)), "conv_block_fwd: b must be"),
+        (lambda: ops.conv_block_fwd(x, xp.zeros((4, 3, 2, 2), np.float32)), "conv_block_fwd: w must be .* odd k"),
+        (lambda: ops.conv_block_fwd(x, xp.zeros((4, 2, 3, 3), np.float32)), "conv_block_fwd: x must be .* C_in=2"),
+        (lambda: ops.conv_block_fwd(x, w, xp.zeros(5, np.float32)), "conv_block_fwd: b must be"),
         (lambda: ops.conv_block_fwd(x, w, activation="gelu"), "conv_block_fwd: activation must be one of"),
         (lambda: ops.conv_block_fwd(x, w, dropout=1.0), r"conv_block_fwd: dropout must be in \[0, 1\)"),
         (lambda: ops.conv_block_fwd(x, w, dropout=0.1, dropout_key=-1), "conv_block_fwd: dropout_key"),
-        (lambda: ops.conv_block_fwd(np.zeros((2, 3, 6, 6), np.float32), w), "conv_block_fwd: x must be a cupy.ndarray"),
+        (lambda: ops.conv_block_fwd(x, foreign(xp, (4, 3, 3, 3))), "conv_block_fwd: w must be a .*ndarray on device"),
+        (lambda: ops.conv_error_proj(e, w, foreign(xp, (2, 3, 6, 6))), "conv_error_proj: h must be a .*ndarray on device"),
         (lambda: ops.conv_error_proj(e, w, x, idx, rule="fa"), "conv_error_proj: rule must be one of"),
         (lambda: ops.conv_error_proj(e, w, x, idx, activation="signum", rule="bp"), "conv_error_proj: rule 'bp' needs"),
         (lambda: ops.conv_error_proj(e, w, x, idx, beta=float("nan")), "conv_error_proj: beta must be a finite"),
         (
-            lambda: ops.conv_error_proj(e, w, cp.zeros((2, 3, 5, 5), np.float32), idx),
+            lambda: ops.conv_error_proj(e, w, xp.zeros((2, 3, 5, 5), np.float32), idx),
             "conv_error_proj: h .* must pool to",
         ),
         (lambda: ops.conv_error_proj(e, w, x, idx.astype(np.int32)), "conv_error_proj: argmax must be uint8"),
         (lambda: ops.conv_error_proj(e, w, x), "conv_error_proj: h must be .* H=3"),
         (
-            lambda: ops.unpool_error(cp.zeros((2, 3, 3, 3), np.float32), x, idx[:, :, :2]),
+            lambda: ops.unpool_error(xp.zeros((2, 3, 3, 3), np.float32), x, idx[:, :, :2]),
             "unpool_error: argmax must be",
         ),
         (lambda: ops.conv_proj(e, w[:3]), "conv_proj: e must be .* C_out=3"),
         (lambda: ops.unpool_bilinear(e, (0, 4)), "unpool_bilinear: out_hw must be a positive integer"),
         (lambda: ops.unpool_bilinear(e, 6), "unpool_bilinear: out_hw must be a pair"),
-        (lambda: ops.conv_filter_update(x, cp.zeros((2, 4, 5, 6), np.float32), 3), "conv_filter_update: e must be"),
+        (lambda: ops.conv_filter_update(x, xp.zeros((2, 4, 5, 6), np.float32), 3), "conv_filter_update: e must be"),
         (lambda: ops.conv_filter_update(x, x, 2), "conv_filter_update: k must be odd"),
         (lambda: ops.conv_filter_update(x, x, 3, gamma=float("inf")), "conv_filter_update: gamma must be a finite"),
         (lambda: ops.conv_filter_update(x, x, 3, out=(x,)), "conv_filter_update: out must be None or a tuple of 3"),
