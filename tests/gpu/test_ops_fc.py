@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers import foreign, host
 
 from ekdaa_cuda import reference
