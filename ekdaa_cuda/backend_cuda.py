@@ -196,7 +196,21 @@ class CudaOptimizer:
         if set(grads) != set(self.keys):
             raise ValueError(f"optimizer: this step updates {sorted(grads)}, earlier steps {sorted(self.keys)}")
         scales = None if lr_scale == 1.0 else [lr_scale] * len(self.keys)
-        self.inner.step([grads[k] for k in self.keys], scales)
+        inner = self.inner
+        # On a GPU a launch that raises has written nothing (the launchers check before launching; a
+        # fault inside a kernel ends the CUDA context anyway). The simulator can report a kernel bug
+        # after some threads wrote: keep a copy so the model is unchanged when a step raises.
+        saved = None
+        if inner.device.simulated:
+            saved = [a.copy() for a in (*inner.params, *(s for st in inner.state for s in st.values()))], inner.t
+        try:
+            inner.step([grads[k] for k in self.keys], scales)
+        except Exception:
+            if saved is not None:
+                arrays, inner.t = saved
+                for dst, src in zip((*inner.params, *(s for st in inner.state for s in st.values())), arrays):
+                    dst[...] = src
+            raise
         return params
 
     def state_dict(self) -> dict:

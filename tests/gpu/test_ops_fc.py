@@ -431,3 +431,9 @@ def test_arrays_of_another_device_than_named(device, xp, fc):
     # the other device unusable here: RuntimeError with its status; usable: z belongs to the wrong one
     with pytest.raises((RuntimeError, ValueError), match=rf"fc_fwd: (device '{other}' is not usable|z must be a)"):
         fc.fc_fwd(f32(xp, 4, 5), f32(xp, 3, 5), device=other)
+
+
+def test_launcher_checks_surface_naming_the_op(xp, fc):
+    rows = 65535 * TILE + 1  # more output rows than the GEMM grid's y dimension covers
+    with pytest.raises(ValueError, match=r"^fc_fwd: too many output rows for the grid"):
+        fc.fc_fwd(xp.zeros((rows, 1), np.float32), xp.zeros((1, 1), np.float32))
