@@ -224,3 +224,28 @@ def test_a_failing_kernel_names_the_op_and_leaves_model_and_checkpoint_unchanged
     twin.step(x, labels)
     for k, v in twin.state_dict().items():
         assert np.array_equal(v, model.state_dict()[k]), k
+
+
+def test_training_loop_detects_divergence_without_per_step_checks(device, tmp_path, monkeypatch):
+    """On the CUDA backend the loop does not test each update (on a GPU that would synchronise every
+    step); the running loss catches the first non-finite update and no bad model reaches the checkpoint."""
+    from ekdaa_cuda import training
+
+    calls = {"n": 0}
+    real = ek.Model.step_arrays
+
+    def spy(self, *args, check_finite=True, **kwargs):
+        calls["n"] += 1
+        assert check_finite is False
+        return real(self, *args, check_finite=check_finite, **kwargs)
+
+    monkeypatch.setattr(ek.Model, "step_arrays", spy)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.5, 0.5, (60, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 60)
+    with pytest.raises(training.TrainingDiverged, match="not finite.*last good checkpoint"):
+        ek.train("fmnist", backend=device.name, widths=(3, 4, 5, 6), epochs=30, batch_size=20, data=(x, y, x, y),
+                 progress=False, out_dir=tmp_path, rule="bp", activation="linear", lr=10.0, checkpoint_every=1)
+    assert calls["n"] >= 1
+    arrays, _ = training.load_checkpoint(tmp_path / "checkpoint.npz")
+    assert all(np.all(np.isfinite(v)) for k, v in arrays.items() if k.startswith("param."))

@@ -261,7 +261,17 @@ def test_conv_proj(xp, rng, trial):
 
 
 @pytest.mark.parametrize(
-    "hw, out_hw", [((7, 7), (14, 14)), ((7, 3), (15, 7)), ((3, 5), (3, 5)), ((4, 6), (3, 2)), ((1, 1), (2, 3))]
+    "hw, out_hw",
+    [
+        ((7, 7), (14, 14)),
+        ((7, 3), (15, 7)),
+        ((3, 5), (3, 5)),
+        ((4, 6), (3, 2)),
+        ((1, 1), (2, 3)),
+        ((1, 2), (5, 4)),  # up from a single row, x2
+        ((13, 14), (6, 28)),  # down along H, x2 along W
+        ((5, 7), (3, 14)),
+    ],
 )
 def test_unpool_bilinear(xp, rng, hw, out_hw):
     d = rng.standard_normal((2, 3, *hw)).astype(np.float32)
@@ -369,3 +379,22 @@ def test_bad_arguments_name_op_and_argument(xp):
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_launchers_recheck_their_arguments(device, xp):
+    """The raw launchers (below the Python checks) refuse bad sizes and codes themselves, naming the op."""
+    C, ptr = device.ext, device.ptr
+    z = xp.zeros((1, 2, 5, 5), np.float32)
+    w = xp.zeros((2, 2, 3, 3), np.float32)
+    codes = xp.zeros((1, 2, 5, 5), np.uint8)
+    with pytest.raises(ValueError, match="^conv_filter_update: kernel size k must be odd"):
+        C.conv_filter_update(ptr(z), ptr(z), ptr(w), 0, ptr(w), 1, 2, 2, 5, 5, 2, 0.1, 0)
+    with pytest.raises(ValueError, match=r"^conv_error_proj: pooled size \(5, 5\) must be h's size"):
+        C.conv_error_proj(ptr(z), ptr(w), ptr(z), ptr(codes), ptr(z), 1, 2, 2, 5, 5, 5, 5, 3, True, 0, 0, 0.9, 0, 0,
+                          1.0, 0)
+    with pytest.raises(ValueError, match="^conv_error_proj: rule bp needs"):
+        C.conv_error_proj(ptr(z), ptr(w), ptr(z), 0, ptr(z), 1, 2, 2, 5, 5, 5, 5, 3, False, 1,
+                          reference.ACTIVATION_CODES["signum"], 0.9, 0, 0, 1.0, 0)
+    with pytest.raises(ValueError, match="^conv_block_fwd: dropout threshold must be < 2"):
+        C.conv_block_fwd(ptr(z), ptr(w), 0, ptr(z), ptr(z), ptr(codes), 1, 2, 2, 5, 5, 3, 0, True, False, 0, 1 << 24,
+                         1.0, 0)
