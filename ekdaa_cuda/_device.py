@@ -83,7 +83,9 @@ def sim_status() -> str:
     except ImportError as exc:
         return f"extension ekdaa_cuda._sim failed to import: {exc}"
     try:
-        return f"ok: CPU simulator, {_sim.workers()} worker(s), schedule {_sim.schedule()}"
+        schedule = _sim.schedule()  # (name, seed)
+        name = schedule[0] if isinstance(schedule, tuple) else schedule
+        return f"ok: CPU simulator, {_sim.workers()} worker(s), schedule {name}"
     except Exception as exc:
         return f"CUDA simulator check failed: {type(exc).__name__}: {exc}"
 
