@@ -4,6 +4,9 @@ and on the CPU simulator ("cuda-sim": NumPy arrays, ``_sim`` executing the same 
 - ``device`` is parametrised over both; a device that is not usable here is skipped with its
   status as the reason (on a machine without a GPU: "cuda" skipped, "cuda-sim" runs).
   ``--device cuda`` / ``--device cuda-sim`` (or ``EKDAA_TEST_DEVICE``) selects one (tests/conftest.py).
+- A test marked ``slow_on_sim`` has its "cuda-sim" instance marked ``slow`` (left out of the
+  default run; ``pytest -m slow`` runs it): layer-sized shapes that take a minute on the simulator
+  and check nothing the small shapes do not.
 - ``xp`` is the device's array module (cupy or numpy): tests allocate with it.
 - In the op tests (tests/gpu/test_ops_*.py), every call of an op on "cuda-sim" is executed
   under each of ``SIM_RUNS`` — thread schedules forward, reverse and two seeded shuffles, on one
@@ -37,6 +40,8 @@ def pytest_generate_tests(metafunc):
     if "device" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--device")
         names = DEVICES if chosen == "all" else (chosen,)
+        if metafunc.definition.get_closest_marker("slow_on_sim"):
+            names = [pytest.param(n, marks=pytest.mark.slow) if n == "cuda-sim" else n for n in names]
         metafunc.parametrize("device", names, indirect=True)
 
 

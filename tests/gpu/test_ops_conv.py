@@ -299,6 +299,7 @@ def test_conv_filter_update_exact(xp, rng, bias):
         assert db is None
 
 
+@pytest.mark.slow_on_sim  # ~1 min on the simulator; exactness and determinism are covered by the small shapes
 def test_conv_filter_update_layer_sized_and_deterministic(xp, rng):
     z = rng.standard_normal((50, 32, 14, 14)).astype(np.float32)
     e = rng.standard_normal((50, 64, 14, 14)).astype(np.float32)
