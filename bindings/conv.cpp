@@ -203,14 +203,30 @@ void register_conv(py::module_& m) {
         py::arg("W"), py::arg("stream"), "Raw launcher. Use ekdaa_cuda.ops.conv.unpool_bilinear.");
     m.def(
         "conv_filter_update",
+        [](A z, A e, A dw, A db, A de, A workspace, int64_t workspace_floats, int64_t N, int64_t C_in, int64_t C_out,
+           int64_t H, int64_t W, int64_t k, float gamma, A stream) {
+            ekdaa::launch_conv_filter_update(ptr<const float>(z), ptr<const float>(e), ptr<float>(dw), ptr<float>(db),
+                                             ptr<float>(de), ptr<float>(workspace), workspace_floats, N, C_in, C_out,
+                                             H, W, k, gamma, stream_of(stream));
+        },
+        py::arg("z"), py::arg("e"), py::arg("dw"), py::arg("db"), py::arg("de"), py::arg("workspace"),
+        py::arg("workspace_floats"), py::arg("N"), py::arg("C_in"), py::arg("C_out"), py::arg("H"), py::arg("W"),
+        py::arg("k"), py::arg("gamma"), py::arg("stream"),
+        "Raw launcher, split-K GEMM (db = 0: no bias). Use ekdaa_cuda.ops.conv.conv_filter_update.");
+    m.def("conv_filter_update_workspace_floats", &ekdaa::conv_filter_update_workspace_floats, py::arg("N"),
+          py::arg("C_in"), py::arg("C_out"), py::arg("H"), py::arg("W"), py::arg("k"), py::arg("bias"),
+          "Floats of workspace conv_filter_update needs for these sizes.");
+    m.def(
+        "conv_filter_update_v1",
         [](A z, A e, A dw, A db, A de, int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k,
            float gamma, A stream) {
-            ekdaa::launch_conv_filter_update(ptr<const float>(z), ptr<const float>(e), ptr<float>(dw), ptr<float>(db),
-                                             ptr<float>(de), N, C_in, C_out, H, W, k, gamma, stream_of(stream));
+            ekdaa::launch_conv_filter_update_v1(ptr<const float>(z), ptr<const float>(e), ptr<float>(dw),
+                                                ptr<float>(db), ptr<float>(de), N, C_in, C_out, H, W, k, gamma,
+                                                stream_of(stream));
         },
         py::arg("z"), py::arg("e"), py::arg("dw"), py::arg("db"), py::arg("de"), py::arg("N"), py::arg("C_in"),
         py::arg("C_out"), py::arg("H"), py::arg("W"), py::arg("k"), py::arg("gamma"), py::arg("stream"),
-        "Raw launcher (db = 0: no bias). Use ekdaa_cuda.ops.conv.conv_filter_update.");
+        "Benchmark-only: version 1 of the filter update (one block per output). Use conv_filter_update.");
 
     // CPU test hooks: the kernels' per-thread bodies in host loops.
     m.def("host_conv_block_fwd", &host_conv_block_fwd, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("act"),

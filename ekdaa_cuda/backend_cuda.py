@@ -37,6 +37,7 @@ class CudaBackend:
         # (ΔW, Δb, ΔE) of each layer, written in place every step: the optimizer's table of update
         # addresses then never changes, so no step uploads one
         self._update_buffers: dict = {}
+        self._workspaces: dict = {}  # layer name -> (z shape, conv_filter_update's split-K scratch)
 
     # ------------------------------------------------------------ arrays
 
@@ -162,8 +163,13 @@ class CudaBackend:
         g = 0.0 if gamma is None else gamma
         out, dev = self._update_buffers.get(block.name), self.device
         if block.kind == "conv":
-            dw, db, de = conv_ops.conv_filter_update(cache["z"], e, block.kernel, gamma=g, bias=block.bias, out=out,
-                                                     device=dev)
+            z = cache["z"]
+            shape, ws = self._workspaces.get(block.name, (None, None))
+            if shape != z.shape:
+                ws = conv_ops.conv_filter_update_workspace(z, e.shape[1], block.kernel, bias=block.bias, device=dev)
+                self._workspaces[block.name] = (z.shape, ws)
+            dw, db, de = conv_ops.conv_filter_update(z, e, block.kernel, gamma=g, bias=block.bias, out=out,
+                                                     workspace=ws, device=dev)
         else:
             dw, db, de = fc_ops.fc_update(cache["z"], e, gamma=g, bias=block.bias, out=out, device=dev)
         self._update_buffers[block.name] = (dw, db, de)

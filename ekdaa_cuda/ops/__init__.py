@@ -14,7 +14,15 @@ Importing this package needs neither CuPy nor a GPU nor the simulator; calling a
 device's extension (and CuPy for "cuda").
 """
 
-from .conv import conv_block_fwd, conv_error_proj, conv_filter_update, conv_proj, unpool_bilinear, unpool_error
+from .conv import (
+    conv_block_fwd,
+    conv_error_proj,
+    conv_filter_update,
+    conv_filter_update_workspace,
+    conv_proj,
+    unpool_bilinear,
+    unpool_error,
+)
 from .fc import error_epilogue, fc_error_proj, fc_fwd, fc_proj, fc_update, softmax_error
 from .optim import MultiTensorOptimizer
 
@@ -23,6 +31,7 @@ __all__ = [
     "conv_block_fwd",
     "conv_error_proj",
     "conv_filter_update",
+    "conv_filter_update_workspace",
     "conv_proj",
     "error_epilogue",
     "fc_error_proj",

@@ -274,13 +274,26 @@ def unpool_bilinear(d, out_hw, *, out=None, device=None):
     return full
 
 
-def conv_filter_update(z, e, k, *, gamma=0.1, bias=True, out=None, device=None):
+def conv_filter_update_workspace(z, c_out, k, *, bias=True, device=None):
+    """A float32 workspace [floats] that ``conv_filter_update`` can use for inputs shaped like z
+    [N, C_in, H, W] and C_out output channels: keep it to avoid an allocation per call."""
+    op = "conv_filter_update"
+    dev = resolve_device(op, device, "z", z)
+    n, c_in, height, width = (int(v) for v in z.shape)
+    floats = dev.ext.conv_filter_update_workspace_floats(n, c_in, int(c_out), height, width, int(k), bool(bias))
+    return dev.xp.empty((floats,), dtype="float32")
+
+
+def conv_filter_update(z, e, k, *, gamma=0.1, bias=True, out=None, workspace=None, version=2, device=None):
     """Local conv update (eq. 9–10): (ΔW [C_out, C_in, k, k], Δb [C_out] or None, ΔE = γ ΔW).
 
     z [N, C_in, H, W] (the conv's input), e [N, C_out, H, W] (its output error), k odd:
     ΔW[co, ci, ky, kx] = Σ_{n,y,x} e[n, co, y, x] · z[n, ci, y + ky − k//2, x + kx − k//2] (zero
-    padding), Δb[co] = Σ_{n,y,x} e[n, co, y, x]. One kernel, fixed summation order (bitwise
-    reproducible). ``out`` = optional (dW, db, dE) arrays (db None when ``bias`` is False).
+    padding), Δb[co] = Σ_{n,y,x} e[n, co, y, x]. A split-K implicit GEMM: partial sums over fixed
+    ranges of positions go to ``workspace`` (a float32 1-D scratch array from
+    ``conv_filter_update_workspace``; allocated here when None), then one fixed-order sum (bitwise
+    reproducible, no atomics). ``out`` = optional (dW, db, dE) arrays (db None when ``bias`` is False).
+    ``version=1`` is benchmark-only: the previous kernel (one block per output), kept for bench/micro.py.
     """
     op = "conv_filter_update"
     dev = resolve_device(op, device, "z", z)
@@ -288,6 +301,8 @@ def conv_filter_update(z, e, k, *, gamma=0.1, bias=True, out=None, device=None):
     k = _check.check_positive(op, "k", k)
     if k % 2 == 0:
         raise ValueError(f"{op}: k must be odd, got {k}")
+    if version not in (1, 2):
+        raise ValueError(f"{op}: version must be 2 (or 1, benchmark-only), got {version!r}")
     _check.check_array(dev, op, "z", z, "float32", ("N", "C_in", "H", "W"))
     n, c_in, height, width = z.shape
     _check.check_array(dev, op, "e", e, "float32", ("N", "C_out", "H", "W"), (n, None, height, width))
@@ -297,21 +312,14 @@ def conv_filter_update(z, e, k, *, gamma=0.1, bias=True, out=None, device=None):
     dw = output_array(dev, op, "out[0] (dW)", dw_out, w_spec, w_shape)
     de = output_array(dev, op, "out[2] (dE)", de_out, w_spec, w_shape)
     db = output_array(dev, op, "out[1] (db)", db_out, ("C_out",), (c_out,)) if bias else None
-    dev.launch(
-        op,
-        "conv_filter_update",
-        dev.ptr(z),
-        dev.ptr(e),
-        dev.ptr(dw),
-        address(dev, db),
-        dev.ptr(de),
-        n,
-        c_in,
-        c_out,
-        height,
-        width,
-        k,
-        gamma,
-        dev.stream(),
-    )
+    sizes = (n, c_in, c_out, height, width, k, gamma, dev.stream())
+    if version == 1:
+        dev.launch(op, "conv_filter_update_v1", dev.ptr(z), dev.ptr(e), dev.ptr(dw), address(dev, db), dev.ptr(de),
+                   *sizes)
+        return dw, db, de
+    if workspace is None:
+        workspace = conv_filter_update_workspace(z, c_out, k, bias=bias, device=dev)
+    _check.check_array(dev, op, "workspace", workspace, "float32", ("floats",))
+    dev.launch(op, "conv_filter_update", dev.ptr(z), dev.ptr(e), dev.ptr(dw), address(dev, db), dev.ptr(de),
+               dev.ptr(workspace), int(workspace.size), *sizes)
     return dw, db, de

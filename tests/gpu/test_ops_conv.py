@@ -283,13 +283,14 @@ def test_unpool_bilinear(xp, rng, hw, out_hw):
 # ---------------------------------------------------------------- conv_filter_update
 
 
+@pytest.mark.parametrize("version", [2, 1])  # 1: the benchmark-only previous kernel, kept validated
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv_filter_update_exact(xp, rng, bias):
+def test_conv_filter_update_exact(xp, rng, bias, version):
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     z, e = ints(rng, (n, c_in, height, width)), ints(rng, (n, c_out, height, width))
     w_shape = (c_out, c_in, k, k)
     out = (poisoned(xp, w_shape), poisoned(xp, (c_out,)) if bias else None, poisoned(xp, w_shape))
-    dw, db, de = ops.conv_filter_update(xp.array(z), xp.array(e), k, gamma=0.1, bias=bias, out=out)
+    dw, db, de = ops.conv_filter_update(xp.array(z), xp.array(e), k, gamma=0.1, bias=bias, out=out, version=version)
     want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), k)
     assert_equal(dw, want, "dW")
     assert_equal(de, np.float32(0.1) * want.astype(np.float32), "dE")  # γ·ΔW: one float32 product
@@ -297,6 +298,70 @@ def test_conv_filter_update_exact(xp, rng, bias):
         assert_equal(db, e.astype(np.float64).sum(axis=(0, 2, 3)), "db")
     else:
         assert db is None
+
+
+# (N, C_in, C_out, H, W, k): the split-K GEMM's edges. Block tile 64 (C_out) x 64 (columns C_in·k·k + bias),
+# 16 positions (n, y, x) per step; splits of whole steps, as many as ~264 blocks need.
+GEMM_SHAPES = [
+    (1, 1, 1, 1, 1, 1),  # one position, one tap, one split
+    (1, 1, 64, 4, 4, 3),  # C_out = one row tile, 16 positions = one step
+    (2, 7, 65, 3, 3, 3),  # 63 taps + bias = one column tile; C_out = tile + 1; H·W = 9 < a step
+    (3, 7, 5, 5, 7, 3),  # 64 taps + bias = tile + 1; N·H·W = 105: a partial last step
+    (1, 2, 3, 17, 1, 5),  # W = 1: a step spans rows; k > W
+    (2, 1, 3, 50, 50, 1),  # 5000 positions: 313 steps over 157 splits of 2 steps
+    (5, 3, 2, 13, 11, 5),  # odd H, W; 715 positions; 75 taps + bias
+]
+
+
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_filter_update_gemm_edges_exact(xp, rng, shape, bias):
+    """Integers in [-3, 3]: every product and every partial sum is an integer of magnitude
+    <= 9·N·H·W <= 45,000 < 2^24, so float32 sums them exactly in any order: compared with ==.
+    The workspace is poisoned too (the GEMM must write every partial it reads back)."""
+    n, c_in, c_out, height, width, k = shape
+    z, e = ints(rng, (n, c_in, height, width)), ints(rng, (n, c_out, height, width))
+    zg, eg = xp.array(z), xp.array(e)
+    ws = ops.conv_filter_update_workspace(zg, c_out, k, bias=bias)
+    ws[...] = np.nan
+    w_shape = (c_out, c_in, k, k)
+    out = (poisoned(xp, w_shape), poisoned(xp, (c_out,)) if bias else None, poisoned(xp, w_shape))
+    dw, db, de = ops.conv_filter_update(zg, eg, k, gamma=0.1, bias=bias, out=out, workspace=ws)
+    want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), k)
+    assert_equal(dw, want, "dW")
+    assert_equal(de, np.float32(0.1) * want.astype(np.float32), "dE")
+    if bias:
+        assert_equal(db, e.astype(np.float64).sum(axis=(0, 2, 3)), "db")
+
+
+def test_conv_filter_update_workspace_checks(device, xp):
+    z, e = xp.zeros((2, 3, 5, 5), np.float32), xp.zeros((2, 4, 5, 5), np.float32)
+    need = ops.conv_filter_update_workspace(z, 4, 3).size
+    assert need == device.ext.conv_filter_update_workspace_floats(2, 3, 4, 5, 5, 3, True) > 0
+    with pytest.raises(ValueError, match=f"^conv_filter_update: workspace holds 5 floats, needs {need}"):
+        ops.conv_filter_update(z, e, 3, workspace=xp.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="^conv_filter_update: workspace must be"):
+        ops.conv_filter_update(z, e, 3, workspace=xp.zeros((need, 1), np.float32))
+    with pytest.raises(ValueError, match="^conv_filter_update: version must be 2"):
+        ops.conv_filter_update(z, e, 3, version=3)
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ((2**20, 64, 8, 8, 8, 3), r"z's element count N\*C_in\*H\*W = 4294967296 exceeds 2\^31 - 1"),
+        ((2**20, 8, 64, 8, 8, 3), r"e's element count N\*C_out\*H\*W = 4294967296 exceeds"),
+        ((1, 2**16, 2**12, 1, 1, 3), r"ΔW's element count C_out\*C_in\*k\*k \(\+C_out\) = 2415923200 exceeds"),
+        ((1, 1, 1, 1, 1, -3), "kernel size k must be odd and >= 1, got -3"),
+    ],
+)
+def test_conv_filter_update_sizes_beyond_32_bit(device, sizes, message):
+    """Refused by the launcher before any memory is touched (null pointers), naming the size and its value."""
+    n, c_in, c_out, height, width, k = sizes
+    with pytest.raises(ValueError, match="^conv_filter_update: " + message):
+        device.ext.conv_filter_update_workspace_floats(n, c_in, c_out, height, width, k, True)
+    with pytest.raises(ValueError, match="^conv_filter_update: " + message):
+        device.ext.conv_filter_update(1, 1, 1, 1, 1, 1, 1 << 40, n, c_in, c_out, height, width, k, 0.1, 0)  # db: bias
 
 
 @pytest.mark.slow_on_sim  # ~1 min on the simulator; exactness and determinism are covered by the small shapes
@@ -389,7 +454,9 @@ def test_launchers_recheck_their_arguments(device, xp):
     w = xp.zeros((2, 2, 3, 3), np.float32)
     codes = xp.zeros((1, 2, 5, 5), np.uint8)
     with pytest.raises(ValueError, match="^conv_filter_update: kernel size k must be odd"):
-        C.conv_filter_update(ptr(z), ptr(z), ptr(w), 0, ptr(w), 1, 2, 2, 5, 5, 2, 0.1, 0)
+        C.conv_filter_update(ptr(z), ptr(z), ptr(w), 0, ptr(w), ptr(w), w.size, 1, 2, 2, 5, 5, 2, 0.1, 0)
+    with pytest.raises(ValueError, match="^conv_filter_update_v1: kernel size k must be odd"):
+        C.conv_filter_update_v1(ptr(z), ptr(z), ptr(w), 0, ptr(w), 1, 2, 2, 5, 5, 2, 0.1, 0)
     with pytest.raises(ValueError, match=r"^conv_error_proj: pooled size \(5, 5\) must be h's size"):
         C.conv_error_proj(ptr(z), ptr(w), ptr(z), ptr(codes), ptr(z), 1, 2, 2, 5, 5, 5, 5, 3, True, 0, 0, 0.9, 0, 0,
                           1.0, 0)
