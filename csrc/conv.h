@@ -1,6 +1,7 @@
 // conv.h — conv-family ops of EKDAA (implemented in conv.cu; equations there): launcher
 // declarations, plus the per-thread bodies of every conv kernel as __host__ __device__
-// functions. The kernels in conv.cu are thin wrappers around these bodies, and
+// functions. The kernels in conv.cu are thin wrappers around these bodies (except the filter
+// update's split-K GEMM, block-cooperative, checked on the CPU simulator: FwuPlan below), and
 // bindings/conv.cpp runs the same bodies in plain CPU loops (the _C.host_conv_* test hooks),
 // so tests/test_conv_indexing.py checks all index math, pooling, unpooling and epilogues on
 // the CPU against ekdaa_cuda.reference before any GPU run.
