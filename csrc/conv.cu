@@ -11,10 +11,8 @@
 //
 // Layout: float32 NCHW, contiguous; weights [C_out, C_in, k, k]; k odd, stride 1, same padding.
 // Every kernel is a thin wrapper over a per-thread body in conv.h (one output, or one 2x2 pool
-// cell, per thread; no shared memory except the filter update's fixed-order block reduction), so
-// the same bodies are checked on the CPU by tests/test_conv_indexing.py (`pytest
-// tests/test_conv_indexing.py`) and on the GPU by tests/gpu/test_ops_conv.py (`pytest -m gpu
-// tests/gpu/test_ops_conv.py`).
+// cell, per thread; no shared memory except the filter update's fixed-order block reduction).
+// Test: `pytest tests/gpu/test_ops_conv.py` (the CPU simulator, and the GPU when there is one).
 #include <cmath>
 #include <initializer_list>
 #include <string>
@@ -62,7 +60,7 @@ __global__ void unpool_bilinear_proj_kernel(const float* __restrict__ d,  // [NÂ
 
 // One block per output (weight or bias); thread i sums terms i, i + kFilterUpdateThreads, ... in
 // order, then a fixed tree adds the partial sums: the result does not depend on scheduling
-// (_C.host_conv_filter_update(..., gpu_order=True) replays this order on the CPU).
+// (the simulator tests check it bitwise under several thread schedules).
 __global__ void conv_filter_update_kernel(FilterUpdateArgs a) {
     __shared__ float partial[kFilterUpdateThreads];
     const int64_t o = blockIdx.x;

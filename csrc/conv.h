@@ -1,9 +1,8 @@
 // conv.h — conv-family ops of EKDAA (implemented in conv.cu; equations there): launcher
-// declarations, plus the per-thread bodies of every conv kernel as __host__ __device__
-// functions. The kernels in conv.cu are thin wrappers around these bodies, and
-// bindings/conv.cpp runs the same bodies in plain CPU loops (the _C.host_conv_* test hooks),
-// so tests/test_conv_indexing.py checks all index math, pooling, unpooling and epilogues on
-// the CPU against ekdaa_cuda.reference before any GPU run.
+// declarations, plus the per-thread bodies of every conv kernel (the kernels in conv.cu are
+// thin wrappers around them; the launchers size their grids with the *_threads helpers, hence
+// __host__ __device__). tests/gpu/test_ops_conv.py checks every kernel against
+// ekdaa_cuda.reference, on the CPU simulator (ekdaa_cuda._sim) and on a GPU.
 //
 // Layout: float32 NCHW, contiguous. Conv weights [C_out, C_in, k, k] (PyTorch), k odd,
 // stride 1, "same" zero padding, cross-correlation. 2x2/stride-2 max-pool with floor (an odd
@@ -292,7 +291,7 @@ EKDAA_HD void filter_update_store(const FilterUpdateArgs& a, int64_t o, float su
 // ------------------------------------------------------------------ argument checks (host)
 
 // Throw std::invalid_argument("<op>: ...") unless the sizes are consistent; run by every
-// launcher and by the host_* test hooks before any element is touched.
+// launcher before anything is launched.
 void check_conv_block_fwd(const char* op, const ConvBlockFwdArgs& a);
 void check_error_proj(const char* op, const ErrorProjArgs& a);
 void check_filter_update(const char* op, const FilterUpdateArgs& a);
