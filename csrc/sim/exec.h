@@ -20,6 +20,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -165,6 +166,8 @@ class BlockRunner {
         return r;
     }
     SimThread& self() { return threads_[running_]; }
+    // "kernel K (launched at file:line), block (x, y, z), thread (x, y, z)" of the running thread.
+    std::string running_thread_name() const { return thread_name(threads_[size_t(running_)]); }
 
     void run_block(const LaunchInfo& L, uint3 block, unsigned long long block_linear) {
         info_ = &L;
@@ -507,7 +510,22 @@ class BlockRunner {
 #endif
 };
 
+#if EKDAA_SIM_ASAN
+// Sanitizer build: when ASan/UBSan abort inside a kernel, name the CUDA block and thread beside
+// their report (the report itself gives the kernel's source line).
+inline void report_kernel_thread_on_death() {
+    const BlockRunner* r = BlockRunner::current();
+    if (r == nullptr) return;
+    const std::string line = "ekdaa_sim: the sanitizer error above happened in " + r->running_thread_name() + "\n";
+    std::fputs(line.c_str(), stderr);
+}
+#endif
+
 inline BlockRunner& runner_of_this_thread() {
+#if EKDAA_SIM_ASAN
+    static const bool registered = (__sanitizer_set_death_callback(&report_kernel_thread_on_death), true);
+    (void)registered;
+#endif
     static thread_local BlockRunner runner;
     BlockRunner::current() = &runner;
     return runner;
