@@ -13,10 +13,10 @@
 //
 // Layout: float32 NCHW, contiguous; weights [C_out, C_in, k, k]; k odd, stride 1, same padding.
 // Every kernel but the filter update's GEMM is a thin wrapper over a per-thread body in conv.h
-// (one output, or one 2x2 pool cell, per thread), so the same bodies are checked on the CPU by
-// tests/test_conv_indexing.py (`pytest tests/test_conv_indexing.py`); all kernels, the GEMM
-// included, run on the CPU simulator and the GPU in tests/gpu/test_ops_conv.py (`pytest -m gpu
-// tests/gpu/test_ops_conv.py`); bench/micro.py times them (filter update v1 and v2).
+// (one output, or one 2x2 pool cell, per thread); the GEMM and its reduce use shared-memory tiles
+// and registers (v1, one block per output with a fixed-order tree, is kept for benchmarks).
+// Test: `pytest tests/gpu/test_ops_conv.py` (the CPU simulator, and the GPU when there is one);
+// bench/micro.py times them (filter update v1 and v2).
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -65,7 +65,7 @@ __global__ void unpool_bilinear_proj_kernel(const float* __restrict__ d,  // [NÂ
 
 // One block per output (weight or bias); thread i sums terms i, i + kFilterUpdateThreads, ... in
 // order, then a fixed tree adds the partial sums: the result does not depend on scheduling
-// (_C.host_conv_filter_update(..., gpu_order=True) replays this order on the CPU).
+// (the simulator tests check it bitwise under several thread schedules).
 __global__ void conv_filter_update_kernel(FilterUpdateArgs a) {
     __shared__ float partial[kFilterUpdateThreads];
     const int64_t o = blockIdx.x;

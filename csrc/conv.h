@@ -1,10 +1,9 @@
 // conv.h — conv-family ops of EKDAA (implemented in conv.cu; equations there): launcher
-// declarations, plus the per-thread bodies of every conv kernel as __host__ __device__
-// functions. The kernels in conv.cu are thin wrappers around these bodies (except the filter
-// update's split-K GEMM, block-cooperative, checked on the CPU simulator: FwuPlan below), and
-// bindings/conv.cpp runs the same bodies in plain CPU loops (the _C.host_conv_* test hooks),
-// so tests/test_conv_indexing.py checks all index math, pooling, unpooling and epilogues on
-// the CPU against ekdaa_cuda.reference before any GPU run.
+// declarations, plus the per-thread bodies of every conv kernel (the kernels in conv.cu are
+// thin wrappers around them, except the filter update's split-K GEMM: FwuPlan below; the
+// launchers size their grids with the *_threads helpers, hence __host__ __device__).
+// tests/gpu/test_ops_conv.py checks every kernel against ekdaa_cuda.reference, on the CPU
+// simulator (ekdaa_cuda._sim) and on a GPU.
 //
 // Layout: float32 NCHW, contiguous. Conv weights [C_out, C_in, k, k] (PyTorch), k odd,
 // stride 1, "same" zero padding, cross-correlation. 2x2/stride-2 max-pool with floor (an odd
@@ -326,7 +325,7 @@ inline int64_t fwu_workspace_floats(const FwuPlan& p) { return int64_t(p.splits)
 // ------------------------------------------------------------------ argument checks (host)
 
 // Throw std::invalid_argument("<op>: ...") unless the sizes are consistent; run by every
-// launcher and by the host_* test hooks before any element is touched.
+// launcher before anything is launched.
 void check_conv_block_fwd(const char* op, const ConvBlockFwdArgs& a);
 void check_error_proj(const char* op, const ErrorProjArgs& a);
 void check_filter_update(const char* op, const FilterUpdateArgs& a);

@@ -20,9 +20,9 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
 #define __constant__
 #define __align__(n) alignas(n)
+// __noinline__ is not defined: libstdc++ spells its own attribute __noinline__.
 #define __launch_bounds__(...)
 // __restrict__ is a g++ keyword already. __shared__ is rewritten by tools/cu2sim.py; one that
 // reaches the compiler (e.g. from a macro) fails here with a clear name.

@@ -18,9 +18,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -163,6 +166,8 @@ class BlockRunner {
         return r;
     }
     SimThread& self() { return threads_[running_]; }
+    // "kernel K (launched at file:line), block (x, y, z), thread (x, y, z)" of the running thread.
+    std::string running_thread_name() const { return thread_name(threads_[size_t(running_)]); }
 
     void run_block(const LaunchInfo& L, uint3 block, unsigned long long block_linear) {
         info_ = &L;
@@ -177,7 +182,11 @@ class BlockRunner {
             t.linear = i;
             t.idx = uint3{unsigned(i) % L.block.x, (unsigned(i) / L.block.x) % L.block.y,
                           unsigned(i) / (L.block.x * L.block.y)};
-            t.ctx = bctx::make_fcontext(stacks_[size_t(i)].top(), stacks_[size_t(i)].usable(), &BlockRunner::entry);
+            // Stagger the stack tops within a page: otherwise every fiber's hot frames map to the
+            // same L1 cache sets and evict each other at each switch.
+            const size_t stagger = size_t(i) * 320 % 4096;
+            t.ctx = bctx::make_fcontext(static_cast<char*>(stacks_[size_t(i)].top()) - stagger,
+                                        stacks_[size_t(i)].usable() - stagger, &BlockRunner::entry);
         }
         free_shared();
         if (L.dynamic_shared > 0) {
@@ -501,7 +510,22 @@ class BlockRunner {
 #endif
 };
 
+#if EKDAA_SIM_ASAN
+// Sanitizer build: when ASan/UBSan abort inside a kernel, name the CUDA block and thread beside
+// their report (the report itself gives the kernel's source line).
+inline void report_kernel_thread_on_death() {
+    const BlockRunner* r = BlockRunner::current();
+    if (r == nullptr) return;
+    const std::string line = "ekdaa_sim: the sanitizer error above happened in " + r->running_thread_name() + "\n";
+    std::fputs(line.c_str(), stderr);
+}
+#endif
+
 inline BlockRunner& runner_of_this_thread() {
+#if EKDAA_SIM_ASAN
+    static const bool registered = (__sanitizer_set_death_callback(&report_kernel_thread_on_death), true);
+    (void)registered;
+#endif
     static thread_local BlockRunner runner;
     BlockRunner::current() = &runner;
     return runner;
@@ -536,6 +560,74 @@ inline cudaError_t check_configuration(const LaunchInfo& L) {
     return cudaSuccess;
 }
 
+// Persistent OS threads that help run a launch's blocks (created on first use, kept so each
+// keeps its fiber stacks), plus the launching thread. One launch at a time.
+class WorkerPool {
+   public:
+    static WorkerPool& get() {
+        static WorkerPool pool;
+        return pool;
+    }
+
+    // Runs `job` on the calling thread and on `extra` pool threads; returns when all have finished.
+    void run(int extra, const std::function<void()>& job) {
+        std::lock_guard<std::mutex> one_launch(launch_mutex_);
+        if (extra <= 0) {
+            job();
+            return;
+        }
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            while (int(threads_.size()) < extra) threads_.emplace_back([this] { loop(); });
+            job_ = &job;
+            wanted_ = extra;
+            taken_ = 0;
+            done_ = 0;
+            ++generation_;
+        }
+        wake_.notify_all();
+        job();
+        std::unique_lock<std::mutex> lock(mutex_);
+        finished_.wait(lock, [&] { return done_ == wanted_; });
+        job_ = nullptr;
+    }
+
+    ~WorkerPool() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        for (std::thread& t : threads_) t.join();
+    }
+
+   private:
+    void loop() {
+        unsigned long long seen = 0;
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            wake_.wait(lock, [&] { return stop_ || (generation_ != seen && taken_ < wanted_); });
+            if (stop_) return;
+            seen = generation_;
+            ++taken_;
+            const std::function<void()>* job = job_;
+            lock.unlock();
+            (*job)();
+            lock.lock();
+            ++done_;
+            finished_.notify_all();
+        }
+    }
+
+    std::mutex launch_mutex_, mutex_;
+    std::condition_variable wake_, finished_;
+    std::vector<std::thread> threads_;
+    const std::function<void()>* job_ = nullptr;
+    int wanted_ = 0, taken_ = 0, done_ = 0;
+    unsigned long long generation_ = 0;
+    bool stop_ = false;
+};
+
 inline void run_grid(const LaunchInfo& L) {
     const unsigned long long gx = L.grid.x, gy = L.grid.y, gz = L.grid.z, total = gx * gy * gz;
     const Schedule schedule = Schedule(settings().schedule.load());
@@ -546,11 +638,12 @@ inline void run_grid(const LaunchInfo& L) {
     const int workers = int(std::min<unsigned long long>((unsigned long long)std::max(1, settings().workers.load()), total));
     std::atomic<unsigned long long> next{0};
     std::atomic<bool> stop{false};
-    std::mutex error_mutex;
+    std::mutex mutex;  // guards error and static_bytes
     std::exception_ptr error;
     size_t static_bytes = 0;
-    auto work = [&](bool record_static) {
+    const std::function<void()> work = [&] {
         BlockRunner& r = runner_of_this_thread();
+        size_t mine = 0;
         try {
             for (;;) {
                 if (stop.load(std::memory_order_relaxed)) break;
@@ -558,19 +651,18 @@ inline void run_grid(const LaunchInfo& L) {
                 if (k >= total) break;
                 const auto [block, linear] = block_of(k);
                 r.run_block(L, block, linear);
-                if (record_static) static_bytes = std::max(static_bytes, r.static_shared_bytes());
+                mine = std::max(mine, r.static_shared_bytes());
             }
         } catch (...) {
-            std::lock_guard<std::mutex> lock(error_mutex);
+            std::lock_guard<std::mutex> lock(mutex);
             if (!error) error = std::current_exception();
             stop = true;
         }
         BlockRunner::current() = nullptr;
+        std::lock_guard<std::mutex> lock(mutex);
+        static_bytes = std::max(static_bytes, mine);
     };
-    std::vector<std::thread> pool;
-    for (int w = 1; w < workers; ++w) pool.emplace_back(work, false);
-    work(true);
-    for (std::thread& t : pool) t.join();
+    WorkerPool::get().run(workers - 1, work);
     {
         auto& fa = func_attributes();
         std::lock_guard<std::mutex> lock(fa.mutex);

@@ -225,7 +225,8 @@ def test_conv_error_proj_is_bp_backward_data(xp, rng):
     assert_equal(got, conv_transpose64(e, w, (n, c_in, height, width)), "e_below")
 
 
-@pytest.mark.parametrize("act, rule", [("tanh", "ekdaa"), ("signum", "ekdaa"), ("linear", "bp"), ("sigmoid", "bp")])
+@pytest.mark.parametrize("act, rule", [("tanh", "ekdaa"), ("signum", "ekdaa"), ("linear", "bp"), ("sigmoid", "bp"),
+                                       ("relu", "ekdaa"), ("relu", "bp")])
 def test_unpool_error(xp, rng, act, rule):
     n, c, hh, wh = draw(rng, "N", "C", "HW", "HW")
     hp, wp = hh // 2, wh // 2
@@ -283,9 +284,11 @@ def test_unpool_bilinear(xp, rng, hw, out_hw):
 # ---------------------------------------------------------------- conv_filter_update
 
 
-@pytest.mark.parametrize("version", [2, 1])  # 1: the benchmark-only previous kernel, kept validated
+# fresh shapes, several trials for v2 (the split-K GEMM with shared memory and barriers); v1 is the
+# benchmark-only previous kernel, kept validated
+@pytest.mark.parametrize(("version", "trial"), [(2, 0), (2, 1), (2, 2), (1, 0)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv_filter_update_exact(xp, rng, bias, version):
+def test_conv_filter_update_exact(xp, rng, bias, version, trial):
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     z, e = ints(rng, (n, c_in, height, width)), ints(rng, (n, c_out, height, width))
     w_shape = (c_out, c_in, k, k)

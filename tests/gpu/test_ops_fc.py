@@ -437,3 +437,31 @@ def test_launcher_checks_surface_naming_the_op(xp, fc):
     rows = 65535 * TILE + 1  # more output rows than the GEMM grid's y dimension covers
     with pytest.raises(ValueError, match=r"^fc_fwd: too many output rows for the grid"):
         fc.fc_fwd(xp.zeros((rows, 1), np.float32), xp.zeros((1, 1), np.float32))
+
+
+SPECIAL = [0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0, 20.0, -20.0, 90.0, -90.0]  # ±0, ±tiny, saturating tanh/sigmoid
+
+
+@pytest.mark.parametrize("activation", reference.ACTIVATIONS)
+def test_activations_on_special_values(xp, fc, rng, activation):
+    """φ, φ' and φ(h) − φ(h − βd) inside the kernels on awkward h: zeros, tiny values, and magnitudes
+    that overflow exp in float32 (h = z·1 exactly: a 1 x 1 weight). float32 against the float64
+    reference: a few float32 ulps (rtol 3e-6, atol 3e-7)."""
+    h = np.concatenate([SPECIAL, rng.standard_normal(500) * 4]).astype(np.float32)[:, None]
+    h64 = h.astype(np.float64)
+    _, out = fc.fc_fwd(xp.array(h), xp.ones((1, 1), np.float32), activation=activation)
+    np.testing.assert_allclose(host(out), reference.activate(activation, h64), rtol=3e-6, atol=3e-7)
+    if activation != "signum":  # bp needs φ'; signum is refused before any launch
+        ones = xp.ones(h.shape, np.float32)
+        deriv = fc.error_epilogue(ones, xp.array(h), activation=activation, beta=0.9, rule="bp")
+        np.testing.assert_allclose(host(deriv), reference.activation_derivative(activation, h64), rtol=3e-6, atol=3e-7)
+    d = (rng.standard_normal(h.shape) * 3).astype(np.float32)
+    got = host(fc.error_epilogue(xp.array(d), xp.array(h), activation=activation, beta=0.9, rule="ekdaa"))
+    want = reference.target_error(activation, h64, d.astype(np.float64), 0.9)
+    # φ(h) − φ(h − βd) cancels: the error is absolute, relative to max(1, |h|, |h − βd|); a float32
+    # h − βd within rounding of 0 may flip signum / relu between the two computations
+    scale = np.maximum(1.0, np.maximum(np.abs(h64), np.abs(h64 - 0.9 * d)))
+    bad = np.abs(got - want) > 4e-7 * scale
+    if activation in ("signum", "relu"):
+        bad &= ~(np.abs(h64 - 0.9 * d) < 1e-5 * scale)
+    assert not bad.any(), f"{bad.sum()} mismatches, e.g. h={h[bad][:3]} d={d[bad][:3]}"
