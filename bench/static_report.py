@@ -170,9 +170,9 @@ def _fwu_plan(s: dict) -> tuple[int, int, int]:
     bm = bn = 64
     bk, target = 16, 264
     cols = s["c_in"] * s["k"] ** 2 + int(bool(s.get("bias", False)))
-    tiles = _ceil(s["c_out"], bm) * _ceil(cols, bn)
+    tiles = max(1, _ceil(s["c_out"], bm) * _ceil(cols, bn))
     chunks = max(1, _ceil(s["n"] * s["h"] * s["w"], bk))
-    want = min(chunks, min(65535, max(1, _ceil(target, tiles))))
+    want = min(_ceil(target, tiles), chunks, 65535)
     per_split = _ceil(chunks, want)
     return tiles, _ceil(chunks, per_split), cols
 

@@ -360,10 +360,11 @@ FwuPlan plan_filter_update(const char* op, int64_t N, int64_t C_in, int64_t C_ou
     g.N = int(N), g.C_in = int(C_in), g.C_out = int(C_out), g.H = int(H), g.W = int(W), g.k = int(k);
     g.pad = int(k / 2), g.HW = int(H * W), g.positions = int(N * H * W), g.taps = int(taps), g.cols = int(cols);
     g.gamma = gamma;
-    const int64_t tiles = ((C_out + kFwuBM - 1) / kFwuBM) * ((cols + kFwuBN - 1) / kFwuBN);
-    const int64_t chunks = std::max<int64_t>(1, (g.positions + kFwuBK - 1) / kFwuBK);
-    const int64_t want = std::min<int64_t>(std::max<int64_t>(1, (kFwuTargetBlocks + tiles - 1) / std::max<int64_t>(1, tiles)), 65535);
-    const int64_t per_split = (chunks + std::min(want, chunks) - 1) / std::min(want, chunks);  // chunks per split
+    const int64_t tiles = std::max<int64_t>(1, ((C_out + kFwuBM - 1) / kFwuBM) * ((cols + kFwuBN - 1) / kFwuBN));
+    const int64_t chunks = std::max<int64_t>(1, (g.positions + kFwuBK - 1) / kFwuBK);  // steps of kFwuBK positions
+    // splits: enough for ~kFwuTargetBlocks blocks, at most one per step and 65535 (grid z)
+    const int64_t want = std::min<int64_t>({(kFwuTargetBlocks + tiles - 1) / tiles, chunks, 65535});
+    const int64_t per_split = (chunks + want - 1) / want;  // steps per split
     g.split_len = int(per_split * kFwuBK);
     g.splits = int((chunks + per_split - 1) / per_split);
     require_int32(op, "workspace floats splits*C_out*cols", int64_t(g.splits) * C_out * cols);

@@ -421,3 +421,20 @@ def test_call_blocks_are_left_out_of_the_fast_path_share():
     assert mix["instructions"] == 9 and mix["calls"] == 1
     assert mix["without_call_blocks"] == {"instructions": 6, "ffma_share": pytest.approx(1 / 6),
                                           "instructions_per_ffma": pytest.approx(6.0)}
+
+
+@pytest.mark.parametrize("shape", [(50, 1, 32, 28, 28, 5), (50, 32, 64, 14, 14, 3), (1024, 64, 128, 7, 7, 3),
+                                   (1, 1, 1, 1, 1, 1), (3, 7, 65, 3, 3, 3)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_filter_update_plan_matches_the_launcher(shape, bias):
+    """The model's split-K plan (_fwu_plan) is the launcher's: same workspace size (splits·C_out·cols)."""
+    from ekdaa_cuda._device import sim_available
+
+    if not sim_available():
+        pytest.skip("needs ekdaa_cuda._sim (the launcher's plan)")
+    from ekdaa_cuda import _sim
+
+    n, c_in, c_out, h, w, k = shape
+    tiles, splits, cols = sr._fwu_plan(dict(n=n, c_in=c_in, c_out=c_out, h=h, w=w, k=k, bias=bias))
+    assert cols == c_in * k * k + bias and 1 <= splits and tiles >= 1
+    assert splits * c_out * cols == _sim.conv_filter_update_workspace_floats(n, c_in, c_out, h, w, k, bias)
