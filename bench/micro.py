@@ -80,7 +80,8 @@ class Case:
     shape: dict = field(default_factory=dict)
 
     def key(self) -> str:
-        return f"{self.preset}/{self.layer}/{self.op}/{self.rule}/b{self.batch}"
+        version = f"/v{self.shape['version']}" if "version" in self.shape else ""
+        return f"{self.preset}/{self.layer}/{self.op}{version}/{self.rule}/b{self.batch}"
 
 
 def cases_for(preset: str, batch: int, bias: bool | None = None, widths=None) -> list[Case]:
@@ -121,7 +122,9 @@ def cases_for(preset: str, batch: int, bias: bool | None = None, widths=None) ->
     for b in blocks:
         if b.kind == "conv":
             c, h, w = b.in_shape
-            add("conv_filter_update", b.name, c_in=c, c_out=b.size, h=h, w=w, k=b.kernel, bias=b.bias, sparse=b.pool)
+            for version in (2, 1):  # 2: split-K implicit GEMM; 1: the previous kernel (one block per output)
+                add("conv_filter_update", b.name, c_in=c, c_out=b.size, h=h, w=w, k=b.kernel, bias=b.bias,
+                    sparse=b.pool, version=version)
         else:
             add("fc_update", b.name, f_in=b.in_shape[0], f_out=b.size, bias=b.bias)
     for rule in ("ekdaa", "bp"):
@@ -423,7 +426,10 @@ def ekdaa_call(case: Case, inp: dict, ext) -> tuple:
         outs = (empty(*wshape), empty(*wshape)) + ((empty(s["c_out"]),) if s["bias"] else ())
         z, e = a(inp["z"]), a(inp["e"])
         out = (a(outs[0]), a(outs[2]) if s["bias"] else None, a(outs[1]))
-        return (lambda: ext.conv.conv_filter_update(z, e, s["k"], gamma=GAMMA, bias=s["bias"], out=out)), outs
+        version = s.get("version", 2)
+        ws = ext.conv.conv_filter_update_workspace(z, s["c_out"], s["k"], bias=s["bias"]) if version == 2 else None
+        return (lambda: ext.conv.conv_filter_update(z, e, s["k"], gamma=GAMMA, bias=s["bias"], out=out, workspace=ws,
+                                                    version=version)), outs
     if op == "fc_update":
         outs = (empty(s["f_out"], s["f_in"]), empty(s["f_in"], s["f_out"]))
         outs += (empty(s["f_out"]),) if s["bias"] else ()

@@ -9,7 +9,9 @@
 #   3. micro.py: every fused kernel against its cuDNN/cuBLAS sequence                2/5 of what is left
 #   4. end_to_end.py: one update, ekdaa_cuda vs PyTorch eager/graph/compile          3/5 of what is left
 #   5. summarize.py: summary JSON + markdown + PNG, and the target check             ~10 s
-# A failing or timed-out stage does not stop the later ones (rows are written as they are measured).
+# A failing or timed-out stage does not stop the later ones (rows are written as they are measured); each
+# is logged as passed / failed / timed-out, and the script exits 1 unless every stage passed (and at once,
+# right after the build, when ekdaa_cuda's GPU path is unusable). run.log records the driver, CUDA and CuPy versions.
 # OUT receives at most 8 files (the device tool returns no more):
 #   run.log  build.log  peaks.json  micro.jsonl  end_to_end.jsonl  <date>-<card>-summary.{json,md,png}
 # Copy the three summary files into bench/results/ afterwards.
@@ -43,14 +45,18 @@ stage() {  # stage NAME SECONDS CMD...: run with a time limit, output to run.log
   log "$name: start (limit ${secs}s)"
   timeout --signal=TERM --kill-after=10 "$secs" "$@" 2>&1 | tee -a "$LOG"
   local rc=${PIPESTATUS[0]}
-  log "$name: rc=$rc$( ((rc == 124)) && echo ' (timed out)')"
+  log "$name: rc=$rc$( ((rc == 124 || rc == 137)) && echo ' (timed out)')"
+  STATUS+=("$name=$( ((rc == 0)) && echo passed || { ((rc == 124 || rc == 137)) && echo 'timed-out' || echo failed; })")
   return 0
 }
+STATUS=()  # name=passed|failed|timed-out of every stage run, reported at the end (exit 1 unless all passed)
 
 log "commit $EKDAA_COMMIT, budget ${BUDGET}s, device $DEVICE, presets $PRESETS, batches $BATCHES"
 { nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
     --format=csv; $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__,
-    'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"; } >> "$LOG" 2>&1
+    'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
+  $PY -c "import cupy; print('cupy', cupy.__version__, 'cuda runtime', cupy.cuda.runtime.runtimeGetVersion(),
+    'driver', cupy.cuda.runtime.driverGetVersion())"; } >> "$LOG" 2>&1
 git status --porcelain 2>/dev/null | head -20 | sed 's/^/[dirty] /' >> "$LOG"
 
 # 1. build
@@ -60,10 +66,14 @@ if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
 else
   log "build: archs $EKDAA_CUDA_ARCHITECTURES"
   timeout --kill-after=10 200 $PY -m pip install --no-build-isolation --no-deps . > "$OUT/build.log" 2>&1
-  log "build: rc=$?"
+  build_rc=$?
+  log "build: rc=$build_rc"
+  STATUS+=("build=$( ((build_rc == 0)) && echo passed || echo failed)")
 fi
 (cd / && $PY -c "import ekdaa_cuda; print('ekdaa_cuda', ekdaa_cuda.__file__, '|', ekdaa_cuda.cuda_status())") \
   2>&1 | tee -a "$LOG"
+(cd / && $PY -c "from ekdaa_cuda import _C; print('_C: CUDA runtime', _C.runtime_version(), 'driver', _C.driver_version())") \
+  >> "$LOG" 2>&1
 if [[ "$DEVICE" == cuda && "${BENCH_TORCH_ONLY:-0}" != 1 ]] && \
    ! (cd / && $PY -c "import sys, ekdaa_cuda; sys.exit(not ekdaa_cuda.cuda_available())") 2>/dev/null; then
   log "ekdaa_cuda's GPU path is not usable (see above and build.log): stopping early to save device time"
@@ -96,4 +106,6 @@ stage summarize $(( $(left) > 30 ? $(left) : 30 )) $PY bench/summarize.py --e2e 
 log "done in $(( $(date +%s) - T0 ))s; files: $(cd "$OUT" && ls | tr '\n' ' ')"
 md=$(ls "$OUT"/*-summary.md 2>/dev/null | head -1)
 [[ -n "$md" ]] && sed -n '/^## One training update/,/^## Kernels/p' "$md"
+log "stages: ${STATUS[*]}"
+for st in "${STATUS[@]}"; do [[ "$st" == *=passed ]] || { log "not every stage passed"; exit 1; }; done
 exit 0

@@ -134,7 +134,12 @@ KERNELS = {
                                   ffma_target=True),
     "conv_error_proj_kernel": dict(role="transposed conv + unpool + error epilogue (also unpool_error)",
                                    phase="error", ffma_target=True),
-    "conv_filter_update_kernel": dict(role="filter update ΔW, Δb, ΔE", phase="update", ffma_target=True),
+    "conv_filter_update_gemm_kernel": dict(role="filter update pass 1: split-K implicit GEMM partials of ΔW|Δb",
+                                           phase="update", ffma_target=True),
+    "conv_filter_update_reduce_kernel": dict(role="filter update pass 2: fixed-order sum of the partials, ΔW, Δb, ΔE",
+                                             phase="update", ffma_target=False),
+    "conv_filter_update_kernel": dict(role="filter update v1 (benchmark-only, one block per output)",
+                                      phase="update (v1)", ffma_target=True),
     "conv_proj_kernel": dict(role="transposed conv alone (release normalisation path)", phase="error",
                              ffma_target=False),
     "unpool_bilinear_proj_kernel": dict(role="bilinear unpool (release path)", phase="error", ffma_target=False),
@@ -159,6 +164,19 @@ def _gemm_blocks(rows: int, cols: int, tile: int = 16) -> int:
     return _ceil(rows, tile) * _ceil(cols, tile)
 
 
+def _fwu_plan(s: dict) -> tuple[int, int, int]:
+    """(block tiles, splits, columns) of the v2 filter update for a floors shape: plan_filter_update
+    in csrc/conv.cu (64 x 64 tiles, 16 positions a step, ~264 blocks)."""
+    bm = bn = 64
+    bk, target = 16, 264
+    cols = s["c_in"] * s["k"] ** 2 + int(bool(s.get("bias", False)))
+    tiles = max(1, _ceil(s["c_out"], bm) * _ceil(cols, bn))
+    chunks = max(1, _ceil(s["n"] * s["h"] * s["w"], bk))
+    want = min(_ceil(target, tiles), chunks, 65535)
+    per_split = _ceil(chunks, want)
+    return tiles, _ceil(chunks, per_split), cols
+
+
 # How each bench/floors.py op of the EKDAA update runs today: [(kernel, blocks(shape) -> int)] in
 # launch order, from the launchers (csrc/conv.cu, csrc/fc.cu, csrc/optim.cu) and the backend's op
 # sequence (ekdaa_cuda/backend_cuda.py). ``None`` blocks = use threads / block size. The
@@ -173,7 +191,9 @@ def _op_kernels(row: dict, block_size) -> list[tuple[str, int]]:
         cells = s["n"] * s["c_in"] * ((_ceil(s["hh"], 2) * _ceil(s["wh"], 2)) if s["pooled"] else s["hh"] * s["wh"])
         return [("conv_error_proj_kernel", _ceil(cells, block_size("conv_error_proj_kernel")))]
     if op == "conv_filter_update":
-        return [("conv_filter_update_kernel", s["c_out"] * s["c_in"] * s["k"] ** 2)]
+        tiles, splits, cols = _fwu_plan(s)
+        return [("conv_filter_update_gemm_kernel", tiles * splits),
+                ("conv_filter_update_reduce_kernel", _ceil(s["c_out"] * cols, 256))]
     if op == "fc_fwd":
         return [("fc_fwd_kernel", _gemm_blocks(s["n"], s["f_out"]))]
     if op == "softmax_error":
@@ -741,7 +761,7 @@ def launch_sequence(preset: str, rule: str = "ekdaa", batch: int = 2) -> dict:
         spec = BACKEND_LAUNCHES[name]
         if name == "weight_update":
             block = args[2]
-            k, c = (1, 0) if block.kind == "conv" else (1 + int(block.bias), 0)
+            k, c = (2, 0) if block.kind == "conv" else (1 + int(block.bias), 0)  # conv: GEMM + reduce
         elif name == "optimizer.step":
             k, c = 1 + int(model.opts["rho"] > 0), 0
         elif callable(spec):

@@ -1,9 +1,7 @@
 // fc.cpp — bindings of the fully-connected launchers (csrc/fc.h): argument conversion only.
 // Device arrays arrive as raw addresses (int) and the stream as its handle (int); shapes and
 // dtypes are checked by ekdaa_cuda.ops.fc, the launchers re-check sizes and codes and throw
-// std::invalid_argument (-> ValueError). host_error_epilogue runs the kernels' per-element
-// epilogue on the CPU for tests/test_optim_host.py.
-#include <pybind11/numpy.h>
+// std::invalid_argument (-> ValueError). Built into _C (GPU) and _sim (the CPU simulator) alike.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -29,25 +27,6 @@ ekdaa::Dropout dropout_of(const char* op, std::uint32_t key, std::uint32_t thres
                    "dropout threshold must be < 2^24 (p < 1), got " + std::to_string(threshold));
     ekdaa::require(scale >= 1.0f, op, "dropout scale must be 1/(1-p) >= 1, got " + std::to_string(scale));
     return ekdaa::Dropout{key, threshold, scale};
-}
-
-using FloatArray = py::array_t<float, py::array::c_style>;  // no forcecast: float32 only
-
-FloatArray host_error_epilogue(int rule, int act, FloatArray h, FloatArray d, float beta, std::uint32_t key,
-                               std::uint32_t threshold, float scale) {
-    const char* op = "host_error_epilogue";
-    ekdaa::require(rule == ekdaa::kRuleEkdaa || rule == ekdaa::kRuleBp, op, "rule must be 0 or 1");
-    ekdaa::require(act >= ekdaa::kTanh && act <= ekdaa::kSigmoid, op, "act must be in [0, 4]");
-    ekdaa::require(h.size() == d.size(), op, "h and d must have the same number of elements");
-    const ekdaa::Dropout dp = dropout_of(op, key, threshold, scale);
-    FloatArray e(h.size());
-    const float* hp = h.data();
-    const float* dd = d.data();
-    float* out = e.mutable_data();
-    for (py::ssize_t i = 0; i < h.size(); ++i)
-        out[i] = ekdaa::error_unit(rule, act, hp[i], dd[i], beta) *
-                 ekdaa::dropout_factor(dp, static_cast<std::uint32_t>(i));
-    return e;
 }
 
 }  // namespace
@@ -123,7 +102,4 @@ void register_fc(py::module_& m) {
         py::arg("h"), py::arg("labels"), py::arg("probs"), py::arg("e"), py::arg("loss"), py::arg("N"), py::arg("C"),
         py::arg("stream"), "probs = softmax(h), e = probs − onehot(labels), loss = −log probs[label] (raw launcher).");
 
-    m.def("host_error_epilogue", &host_error_epilogue, py::arg("rule"), py::arg("act"), py::arg("h").noconvert(),
-          py::arg("d").noconvert(), py::arg("beta"), py::arg("key"), py::arg("threshold"), py::arg("scale"),
-          "The fc kernels' error epilogue on the CPU over flat float32 arrays (test hook).");
 }

@@ -1,8 +1,6 @@
 // optim.cpp — bindings of the multi-tensor optimizer launchers (csrc/optim.h): argument
 // conversion only. Tables arrive as raw device addresses (int), built and validated by
-// ekdaa_cuda.ops.optim. host_optim_step runs the kernels' per-element code on the CPU over one
-// NumPy tensor, in place, for tests/test_optim_host.py.
-#include <pybind11/numpy.h>
+// ekdaa_cuda.ops.optim. Built into _C (GPU) and _sim (the CPU simulator) alike.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -29,27 +27,6 @@ ekdaa::OptimHyper hyper_of(const char* op, int kind, float momentum, float beta1
         ekdaa::require(bias_correction1 > 0.0f && bias_correction2 > 0.0f, op,
                        "adam bias corrections 1 - beta^t must be > 0 (t >= 1)");
     return ekdaa::OptimHyper{kind, momentum, beta1, beta2, bias_correction1, bias_correction2, decay, eps, rho};
-}
-
-using FloatArray = py::array_t<float, py::array::c_style>;  // no forcecast: updated in place
-
-void host_optim_step(int kind, FloatArray p, FloatArray g, FloatArray s1, FloatArray s2, float lr, float momentum,
-                     float beta1, float beta2, float bias_correction1, float bias_correction2, float decay, float eps,
-                     float rho) {
-    const char* op = "host_optim_step";
-    const ekdaa::OptimHyper hp =
-        hyper_of(op, kind, momentum, beta1, beta2, bias_correction1, bias_correction2, decay, eps, rho);
-    const py::ssize_t n = p.size();
-    ekdaa::require(g.size() == n && s1.size() == n && s2.size() == n, op,
-                   "p, g, s1 and s2 must have the same number of elements");
-    float* pp = p.mutable_data();
-    const float* gp = g.data();
-    float* s1p = s1.mutable_data();
-    float* s2p = s2.mutable_data();
-    float sq = 0.0f;
-    for (py::ssize_t i = 0; i < n; ++i) sq += gp[i] * gp[i];
-    const float factor = ekdaa::pascanu_factor(sq, rho);
-    for (py::ssize_t i = 0; i < n; ++i) ekdaa::optim_apply(hp, lr, gp[i] * factor, pp[i], s1p[i], s2p[i]);
 }
 
 }  // namespace
@@ -87,9 +64,4 @@ void register_optim(py::module_& m) {
         py::arg("bias_correction2"), py::arg("decay"), py::arg("eps"), py::arg("rho"), py::arg("stream"),
         "Launch 2: Pascanu rescaling and the optimizer step on every tensor, in place (raw launcher).");
 
-    m.def("host_optim_step", &host_optim_step, py::arg("kind"), py::arg("p").noconvert(), py::arg("g").noconvert(),
-          py::arg("s1").noconvert(), py::arg("s2").noconvert(), py::arg("lr"), py::arg("momentum"), py::arg("beta1"),
-          py::arg("beta2"), py::arg("bias_correction1"), py::arg("bias_correction2"), py::arg("decay"), py::arg("eps"),
-          py::arg("rho"),
-          "One optimizer step of one tensor on the CPU with the kernels' per-element code, in place (test hook).");
 }

@@ -8,10 +8,13 @@
 
 #include <cstdint>
 
-void register_device(pybind11::module_& m);  // bindings/device.cpp: device query + host_* elementwise test hooks
-void register_conv(pybind11::module_& m);    // bindings/conv.cpp: conv-family launchers + host_conv_* test hooks
+void register_device(pybind11::module_& m);  // bindings/device.cpp: device query
+void register_conv(pybind11::module_& m);    // bindings/conv.cpp: conv-family launchers
 void register_fc(pybind11::module_& m);      // bindings/fc.cpp: fully-connected launchers
 void register_optim(pybind11::module_& m);   // bindings/optim.cpp: optimizer launchers
+#ifdef EKDAA_SIM
+void register_sim(pybind11::module_& m);     // csrc/sim/python.cpp: simulator settings, counters, self-tests
+#endif
 
 namespace bindings {
 

@@ -8,13 +8,16 @@
 //   conv_proj           d = convT(e, K) alone (the release's normalize-by-max(d) path)
 //   unpool_bilinear     TF2 bilinear resize, half-pixel centres (the release's unpool)
 //   conv_filter_update  ΔW = z ⋆ Flip(e) (conv-backward-filter), Δb = Σ e, ΔE = γ·ΔW      (eq. 9–10)
+//                       as a split-K implicit GEMM (register-blocked, shared-memory tiles) and a
+//                       fixed-order sum of its partials; v1 (one block per output) kept for benchmarks
 //
 // Layout: float32 NCHW, contiguous; weights [C_out, C_in, k, k]; k odd, stride 1, same padding.
-// Every kernel is a thin wrapper over a per-thread body in conv.h (one output, or one 2x2 pool
-// cell, per thread; no shared memory except the filter update's fixed-order block reduction), so
-// the same bodies are checked on the CPU by tests/test_conv_indexing.py (`pytest
-// tests/test_conv_indexing.py`) and on the GPU by tests/gpu/test_ops_conv.py (`pytest -m gpu
-// tests/gpu/test_ops_conv.py`).
+// Every kernel but the filter update's GEMM is a thin wrapper over a per-thread body in conv.h
+// (one output, or one 2x2 pool cell, per thread); the GEMM and its reduce use shared-memory tiles
+// and registers (v1, one block per output with a fixed-order tree, is kept for benchmarks).
+// Test: `pytest tests/gpu/test_ops_conv.py` (the CPU simulator, and the GPU when there is one);
+// bench/micro.py times them (filter update v1 and v2).
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <string>
@@ -62,7 +65,7 @@ __global__ void unpool_bilinear_proj_kernel(const float* __restrict__ d,  // [N�
 
 // One block per output (weight or bias); thread i sums terms i, i + kFilterUpdateThreads, ... in
 // order, then a fixed tree adds the partial sums: the result does not depend on scheduling
-// (_C.host_conv_filter_update(..., gpu_order=True) replays this order on the CPU).
+// (the simulator tests check it bitwise under several thread schedules).
 __global__ void conv_filter_update_kernel(FilterUpdateArgs a) {
     __shared__ float partial[kFilterUpdateThreads];
     const int64_t o = blockIdx.x;
@@ -73,6 +76,147 @@ __global__ void conv_filter_update_kernel(FilterUpdateArgs a) {
         __syncthreads();
     }
     if (threadIdx.x == 0) filter_update_store(a, o, partial[0]);
+}
+
+// Pass 1 of the filter update (v2), one block per (column tile, C_out tile, split):
+//   ws[s, co, j] = Σ_{p in split s, in order} e[p, co] · Z[p, j]      (FwuPlan in conv.h)
+// Block tile 64 (co) x 64 (j), 256 threads as 16 x 16, thread (tm, tn) holding rows co0 + 4·tm .. +3
+// and columns j0 + 4·tn .. +3 in registers; per step kFwuBK = 16 positions of e and of the implicit
+// im2col Z are staged in shared memory, each thread loading position (t % 16) of rows/columns
+// t / 16 + 16·i (i < 4), so a warp reads 16 consecutive positions of 2 planes (coalesced). A
+// thread's column decomposition (ci, ky, kx) is computed once; its position (n, y, x) advances by
+// kFwuBK with at most one carry per digit: no division or modulo per term, int32 index math.
+__global__ void __launch_bounds__(kFwuThreads)
+    conv_filter_update_gemm_kernel(const float* __restrict__ z,  // [N, C_in, H, W]
+                                   const float* __restrict__ e,  // [N, C_out, H, W]
+                                   float* __restrict__ ws,       // [splits, C_out, cols]
+                                   FwuPlan g) {
+    __shared__ float es[kFwuBK][kFwuBM + 4];  // e tile [positions, co]; +4 spreads the transposing stores
+    __shared__ float zs[kFwuBK][kFwuBN + 4];  // Z tile [positions, j]
+    const int t = threadIdx.x;
+    const int lr = t & (kFwuBK - 1), lc = t >> 4;  // loader: position lr, rows/columns lc + 16·i
+    const int tn = t & 15, tm = t >> 4;            // compute: columns 4·tn.., rows 4·tm..
+    const int j0 = blockIdx.x * kFwuBN, co0 = blockIdx.y * kFwuBM;
+    const int p_begin = blockIdx.z * g.split_len;
+    const int p_end = min(g.positions, p_begin + g.split_len);
+
+    // This thread's 4 loader columns: z offset of (ci, ky − pad, kx − pad), the tap shift, and its kind.
+    int zoff[4], zdy[4], zdx[4], zkind[4];  // kind 0: tap of z, 1: bias column of ones, 2: beyond cols
+    int eoff[4];                            // e offset of row co (−1: beyond C_out)
+    const int kk2 = g.k * g.k;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int j = j0 + lc + 16 * i;
+        zoff[i] = 0;
+        zdy[i] = 0;
+        zdx[i] = 0;
+        zkind[i] = j < g.taps ? 0 : (j < g.cols ? 1 : 2);
+        if (zkind[i] == 0) {  // once per thread, not per term
+            const int ci = j / kk2, r = j - ci * kk2, ky = r / g.k, kx = r - ky * g.k;
+            zdy[i] = ky - g.pad;
+            zdx[i] = kx - g.pad;
+            zoff[i] = ci * g.HW + zdy[i] * g.W + zdx[i];
+        }
+        const int co = co0 + lc + 16 * i;
+        eoff[i] = co < g.C_out ? co * g.HW : -1;
+    }
+    // Position p = p_begin + lr as (n, y, x) (p may lie past p_end: then it is never read).
+    int n = 0, y = 0, x = 0;
+    if (g.HW > 0) {  // once per thread
+        const int p = p_begin + lr;
+        n = p / g.HW;
+        const int yx = p - n * g.HW;
+        y = yx / g.W;
+        x = yx - y * g.W;
+    }
+    const int zimg = g.C_in * g.HW, eimg = g.C_out * g.HW;
+
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+    for (int c0 = p_begin; c0 < p_end; c0 += kFwuBK) {
+        const bool live = c0 + lr < p_end;
+        const int yx = y * g.W + x;
+        const int zbase = live ? n * zimg + yx : 0, ebase = live ? n * eimg + yx : 0;  // n < N when live
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            float zv = 0.0f;
+            if (live) {
+                if (zkind[i] == 0) {
+                    const int iy = y + zdy[i], ix = x + zdx[i];
+                    if (static_cast<unsigned>(iy) < static_cast<unsigned>(g.H) &&
+                        static_cast<unsigned>(ix) < static_cast<unsigned>(g.W))
+                        zv = z[zbase + zoff[i]];
+                } else if (zkind[i] == 1) {
+                    zv = 1.0f;
+                }
+            }
+            zs[lr][lc + 16 * i] = zv;
+            es[lr][lc + 16 * i] = (live && eoff[i] >= 0) ? e[ebase + eoff[i]] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < kFwuBK; ++kk) {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a[i] = es[kk][4 * tm + i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) b[j] = zs[kk][4 * tn + j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        __syncthreads();
+        // (n, y, x) += kFwuBK positions: one carry per digit at most (adv_x < W, adv_y < H).
+        x += g.adv_x;
+        if (x >= g.W) {
+            x -= g.W;
+            ++y;
+        }
+        y += g.adv_y;
+        if (y >= g.H) {
+            y -= g.H;
+            ++n;
+        }
+        n += g.adv_n;
+    }
+
+    float* out = ws + int64_t(blockIdx.z) * g.C_out * g.cols;  // this split's partial G
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int co = co0 + 4 * tm + i;
+        if (co >= g.C_out) continue;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int col = j0 + 4 * tn + j;
+            if (col < g.cols) out[co * g.cols + col] = acc[i][j];
+        }
+    }
+}
+
+// Pass 2 of the filter update (v2), one thread per G[co, j]: the partials summed in split order
+// 0, 1, ..., splits − 1 (bitwise reproducible), then ΔW, ΔE = γ·ΔW, or Δb for the bias column.
+__global__ void conv_filter_update_reduce_kernel(const float* __restrict__ ws,  // [splits, C_out, cols]
+                                                 float* __restrict__ dw,        // [C_out, taps]
+                                                 float* __restrict__ db,        // [C_out] or nullptr
+                                                 float* __restrict__ de,        // [C_out, taps]
+                                                 FwuPlan g) {
+    const int o = blockIdx.x * blockDim.x + threadIdx.x;
+    const int outputs = g.C_out * g.cols;
+    if (o >= outputs) return;
+    float sum = 0.0f;
+    for (int s = 0; s < g.splits; ++s) sum += ws[int64_t(s) * outputs + o];
+    const int co = o / g.cols, j = o - co * g.cols;  // once per output
+    if (j < g.taps) {
+        dw[co * g.taps + j] = sum;
+        de[co * g.taps + j] = g.gamma * sum;
+    } else {
+        db[co] = sum;
+    }
 }
 
 void check_sizes(const char* op, std::initializer_list<int64_t> sizes) {
@@ -193,10 +337,77 @@ void launch_unpool_bilinear(const float* d, float* out, int64_t N, int64_t C, in
     CUDA_CHECK_LAUNCH(op, stream);
 }
 
-void launch_conv_filter_update(const float* z, const float* e, float* dw, float* db, float* de, int64_t N,
-                               int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, float gamma,
-                               cudaStream_t stream) {
+namespace {
+
+// `what` (named, with its value) must fit the kernels' int32 index math.
+void require_int32(const char* op, const std::string& what, int64_t value) {
+    require(value <= INT32_MAX, op,
+            what + " = " + std::to_string(value) + " exceeds 2^31 - 1, the limit of the kernel's 32-bit index math");
+}
+
+// The v2 plan: sizes checked (32-bit), split-K chosen from the shapes alone.
+FwuPlan plan_filter_update(const char* op, int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k,
+                           bool bias, float gamma) {
+    check_filter_update(op, FilterUpdateArgs{nullptr, nullptr, nullptr, nullptr, nullptr, N, C_in, C_out, H, W, k,
+                                             gamma});
+    require_int32(op, "z's element count N*C_in*H*W", N * C_in * H * W);
+    require_int32(op, "e's element count N*C_out*H*W", N * C_out * H * W);
+    require_int32(op, "positions N*H*W (+ one tile)", N * H * W + kFwuBK);
+    require_int32(op, "k*k", k * k);
+    const int64_t taps = C_in * k * k, cols = taps + (bias ? 1 : 0);
+    require_int32(op, "ΔW's element count C_out*C_in*k*k (+C_out)", C_out * cols);
+    FwuPlan g{};
+    g.N = int(N), g.C_in = int(C_in), g.C_out = int(C_out), g.H = int(H), g.W = int(W), g.k = int(k);
+    g.pad = int(k / 2), g.HW = int(H * W), g.positions = int(N * H * W), g.taps = int(taps), g.cols = int(cols);
+    g.gamma = gamma;
+    const int64_t tiles = std::max<int64_t>(1, ((C_out + kFwuBM - 1) / kFwuBM) * ((cols + kFwuBN - 1) / kFwuBN));
+    const int64_t chunks = std::max<int64_t>(1, (g.positions + kFwuBK - 1) / kFwuBK);  // steps of kFwuBK positions
+    // splits: enough for ~kFwuTargetBlocks blocks, at most one per step and 65535 (grid z)
+    const int64_t want = std::min<int64_t>({(kFwuTargetBlocks + tiles - 1) / tiles, chunks, 65535});
+    const int64_t per_split = (chunks + want - 1) / want;  // steps per split
+    g.split_len = int(per_split * kFwuBK);
+    g.splits = int((chunks + per_split - 1) / per_split);
+    require_int32(op, "workspace floats splits*C_out*cols", int64_t(g.splits) * C_out * cols);
+    if (g.HW > 0) {
+        g.adv_n = kFwuBK / g.HW;
+        g.adv_y = (kFwuBK % g.HW) / g.W;
+        g.adv_x = kFwuBK % g.W;
+    }
+    return g;
+}
+
+}  // namespace
+
+int64_t conv_filter_update_workspace_floats(int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k,
+                                            bool bias) {
     const char* op = "conv_filter_update";
+    return fwu_workspace_floats(plan_filter_update(op, N, C_in, C_out, H, W, k, bias, 0.0f));
+}
+
+void launch_conv_filter_update(const float* z, const float* e, float* dw, float* db, float* de, float* workspace,
+                               int64_t workspace_floats, int64_t N, int64_t C_in, int64_t C_out, int64_t H,
+                               int64_t W, int64_t k, float gamma, cudaStream_t stream) {
+    const char* op = "conv_filter_update";
+    const FwuPlan g = plan_filter_update(op, N, C_in, C_out, H, W, k, db != nullptr, gamma);
+    const int64_t outputs = int64_t(g.C_out) * g.cols;
+    if (outputs == 0) return;
+    const int64_t need = fwu_workspace_floats(g);
+    require(workspace_floats >= need, op,
+            "workspace holds " + std::to_string(workspace_floats) + " floats, needs " + std::to_string(need) +
+                " (conv_filter_update_workspace_floats)");
+    require(workspace != nullptr, op, "workspace is null but " + std::to_string(need) + " floats are needed");
+    const dim3 grid(ceil_div(g.cols, kFwuBN), ceil_div(g.C_out, kFwuBM), static_cast<unsigned int>(g.splits));
+    require(grid.y <= 65535, op, "C_out = " + std::to_string(C_out) + " needs more than 65535 row tiles");
+    conv_filter_update_gemm_kernel<<<grid, kFwuThreads, 0, stream>>>(z, e, workspace, g);
+    CUDA_CHECK_LAUNCH(op, stream);
+    conv_filter_update_reduce_kernel<<<blocks_for(op, outputs), kThreads, 0, stream>>>(workspace, dw, db, de, g);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+void launch_conv_filter_update_v1(const float* z, const float* e, float* dw, float* db, float* de, int64_t N,
+                                  int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, float gamma,
+                                  cudaStream_t stream) {
+    const char* op = "conv_filter_update_v1";
     const FilterUpdateArgs a{z, e, dw, db, de, N, C_in, C_out, H, W, k, gamma};
     check_filter_update(op, a);
     const int64_t blocks = filter_update_outputs(a);  // one block per output

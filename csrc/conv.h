@@ -1,9 +1,9 @@
 // conv.h — conv-family ops of EKDAA (implemented in conv.cu; equations there): launcher
-// declarations, plus the per-thread bodies of every conv kernel as __host__ __device__
-// functions. The kernels in conv.cu are thin wrappers around these bodies, and
-// bindings/conv.cpp runs the same bodies in plain CPU loops (the _C.host_conv_* test hooks),
-// so tests/test_conv_indexing.py checks all index math, pooling, unpooling and epilogues on
-// the CPU against ekdaa_cuda.reference before any GPU run.
+// declarations, plus the per-thread bodies of every conv kernel (the kernels in conv.cu are
+// thin wrappers around them, except the filter update's split-K GEMM: FwuPlan below; the
+// launchers size their grids with the *_threads helpers, hence __host__ __device__).
+// tests/gpu/test_ops_conv.py checks every kernel against ekdaa_cuda.reference, on the CPU
+// simulator (ekdaa_cuda._sim) and on a GPU.
 //
 // Layout: float32 NCHW, contiguous. Conv weights [C_out, C_in, k, k] (PyTorch), k odd,
 // stride 1, "same" zero padding, cross-correlation. 2x2/stride-2 max-pool with floor (an odd
@@ -289,10 +289,43 @@ EKDAA_HD void filter_update_store(const FilterUpdateArgs& a, int64_t o, float su
     }
 }
 
+// ------------------------------------------------------------------ filter update as a split-K GEMM (v2)
+//
+// ΔW viewed as a GEMM: M = C_out (rows co), Nc = C_in·k·k columns j = (ci, ky, kx) plus one
+// column of ones for Δb (when there is a bias), reduction over the K = N·H·W positions p = (n, y, x):
+//   G[co, j] = Σ_p e[n, co, y, x] · Z[p, j],  Z[p, (ci, ky, kx)] = z[n, ci, y + ky − k/2, x + kx − k/2]
+// (implicit im2col, zero outside the image), Z[p, Nc] = 1. The positions are cut into `splits`
+// contiguous ranges of `split_len` positions (a multiple of kFwuBK); pass 1 writes one partial G
+// per range into the workspace [splits, C_out, cols], pass 2 sums them in split order.
+constexpr int kFwuBM = 64;             // C_out rows per block tile
+constexpr int kFwuBN = 64;             // columns (ci, ky, kx | bias) per block tile
+constexpr int kFwuBK = 16;             // positions staged in shared memory per step
+constexpr int kFwuThreads = 256;       // 16 x 16 threads, each a 4 x 4 register tile of G
+constexpr int kFwuTargetBlocks = 264;  // split-K aims at ~2 blocks per SM of a 132-SM card (fixed: results
+                                       // depend on the shapes only, never on the device)
+static_assert(kFwuBM == 4 * 16 && kFwuBN == 4 * 16 && kFwuThreads == 256, "thread tile layout");
+static_assert(kFwuBK == 16, "the loaders map thread t to position t % 16");
+
+// The plan of one filter update: every size fits in int32 (checked by plan_filter_update).
+struct FwuPlan {
+    int N, C_in, C_out, H, W, k, pad;
+    int HW;            // H·W
+    int positions;     // K = N·H·W
+    int taps;          // C_in·k·k: ΔW columns
+    int cols;          // taps (+1 with bias): G's columns
+    int split_len;     // positions per split, a multiple of kFwuBK
+    int splits;        // partial G's in the workspace
+    int adv_n, adv_y, adv_x;  // kFwuBK positions = adv_n images + adv_y rows + adv_x columns (adv_y < H, adv_x < W)
+    float gamma;
+};
+
+// Floats of workspace a plan needs: splits·C_out·cols.
+inline int64_t fwu_workspace_floats(const FwuPlan& p) { return int64_t(p.splits) * p.C_out * p.cols; }
+
 // ------------------------------------------------------------------ argument checks (host)
 
 // Throw std::invalid_argument("<op>: ...") unless the sizes are consistent; run by every
-// launcher and by the host_* test hooks before any element is touched.
+// launcher before anything is launched.
 void check_conv_block_fwd(const char* op, const ConvBlockFwdArgs& a);
 void check_error_proj(const char* op, const ErrorProjArgs& a);
 void check_filter_update(const char* op, const FilterUpdateArgs& a);
@@ -339,14 +372,32 @@ void launch_unpool_bilinear(const float* d,  // [N, C, h, w]
                             float* out,      // [N, C, H, W]
                             int64_t N, int64_t C, int64_t h, int64_t w, int64_t H, int64_t W, cudaStream_t stream);
 
-// ΔW = conv-backward-filter(z, e), Δb = Σ_{n,y,x} e (db may be nullptr), ΔE = γ·ΔW; one block per
-// output, fixed-order reduction (deterministic, no atomics).
-void launch_conv_filter_update(const float* z,  // [N, C_in, H, W]
-                               const float* e,  // [N, C_out, H, W]
-                               float* dw,       // [C_out, C_in, k, k]
-                               float* db,       // [C_out] or nullptr
-                               float* de,       // [C_out, C_in, k, k]
-                               int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, float gamma,
-                               cudaStream_t stream);
+// ΔW = conv-backward-filter(z, e), Δb = Σ_{n,y,x} e (db may be nullptr), ΔE = γ·ΔW as a split-K
+// implicit GEMM (two launches: partials into `workspace`, then a fixed-order sum; deterministic,
+// no atomics). `workspace` must hold conv_filter_update_workspace_floats(...) floats (checked
+// against `workspace_floats`); it is scratch, overwritten, and may be nullptr when that is 0.
+void launch_conv_filter_update(const float* z,    // [N, C_in, H, W]
+                               const float* e,    // [N, C_out, H, W]
+                               float* dw,         // [C_out, C_in, k, k]
+                               float* db,         // [C_out] or nullptr
+                               float* de,         // [C_out, C_in, k, k]
+                               float* workspace,  // [workspace_floats] scratch: [splits, C_out, C_in·k·k (+1)]
+                               int64_t workspace_floats, int64_t N, int64_t C_in, int64_t C_out, int64_t H,
+                               int64_t W, int64_t k, float gamma, cudaStream_t stream);
+
+// Floats of workspace launch_conv_filter_update needs for these sizes (bias: db != nullptr);
+// throws std::invalid_argument for sizes it cannot run (e.g. beyond 32-bit indexing).
+int64_t conv_filter_update_workspace_floats(int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k,
+                                            bool bias);
+
+// Version 1 (benchmark-only, bench/micro.py): one block per output, 256 threads each summing a
+// strided slice of the N·H·W terms with 64-bit div/mod per term, then a fixed tree.
+void launch_conv_filter_update_v1(const float* z,  // [N, C_in, H, W]
+                                  const float* e,  // [N, C_out, H, W]
+                                  float* dw,       // [C_out, C_in, k, k]
+                                  float* db,       // [C_out] or nullptr
+                                  float* de,       // [C_out, C_in, k, k]
+                                  int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k,
+                                  float gamma, cudaStream_t stream);
 
 }  // namespace ekdaa

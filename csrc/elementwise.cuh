@@ -1,12 +1,13 @@
-// elementwise.cuh — per-element functions shared by the kernels and compiled into
-// host code too, so the CPU test suite checks them against ekdaa_cuda.reference
-// (through ekdaa_cuda._C's host_* test entry points).
+// elementwise.cuh — per-element functions shared by the kernels (on the CPU they run inside the
+// kernels on the simulator, ekdaa_cuda._sim; tests in tests/gpu check them against
+// ekdaa_cuda.reference).
 //
 //   activate(a, h)                 φ(h), φ ∈ {tanh, relu, signum, linear, sigmoid}
 //   activation_derivative(a, h)    φ'(h), used by the BP rule only (EKDAA never calls it)
 //   target_error(a, h, d, beta)    e = φ(h) − φ(h − βd)   (SPEC.md step 3: y = φ(h − βd), e = φ(h) − y)
-//   dropout_key / dropout_keep     counter-based dropout: keep(seed, step, layer, index), so a
-//                                  mask is regenerated in the backward pass instead of stored
+//   dropout_keep                   counter-based dropout: keep(key, index), key = reference.dropout_key
+//                                  (seed, step, layer) from Python, so a mask is regenerated in the
+//                                  backward pass instead of stored
 #pragma once
 
 #include <cmath>
@@ -61,11 +62,6 @@ EKDAA_HD uint32_t mix32(uint32_t x) {
     x *= 0x846ca68bu;
     x ^= x >> 16;
     return x;
-}
-
-// Per-(seed, step, layer) key, computed once on the host for a launch.
-EKDAA_HD uint32_t dropout_key(uint32_t seed, uint32_t step, uint32_t layer) {
-    return mix32(mix32(mix32(seed ^ 0x9e3779b9u) ^ step) ^ layer);
 }
 
 // 32 random bits for element `index` (flat NCHW / [N, F] index of the logical tensor).

@@ -14,8 +14,8 @@
 //
 // The matrix products share one plain shared-memory tiled GEMM (tile_gemm): one output per
 // thread, 16×16 tiles, k summed in ascending order — deterministic, and exact for small
-// integer inputs. Test: `pytest tests/gpu/test_ops_fc.py` (GPU; skipped without one) and
-// `pytest tests/test_optim_host.py` (the epilogue compiled for the host). No benchmark yet.
+// integer inputs. Test: `pytest tests/gpu/test_ops_fc.py` (the CPU simulator, and the GPU when
+// there is one). No benchmark yet.
 #include <algorithm>
 #include <initializer_list>
 #include <string>

@@ -1,6 +1,6 @@
 // fc.h — launchers of the fully-connected kernels (implemented in fc.cu; equations there) and
-// the per-element error epilogue they share, host-compilable so bindings/fc.cpp can run it on
-// the CPU (_C.host_error_epilogue) for tests against ekdaa_cuda.reference.
+// the per-element error epilogue they share (tests/gpu/test_ops_fc.py checks it against
+// ekdaa_cuda.reference, on the CPU simulator and on a GPU).
 //
 // All tensors are float32, row-major and contiguous; FC weights use PyTorch's [F_out, F_in]
 // layout, EKDAA error weights E are stored as Wᵀ, i.e. [F_in, F_out].

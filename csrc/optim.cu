@@ -13,8 +13,8 @@
 // tables of int64 (addresses and sizes) built by ekdaa_cuda.ops.optim; each tensor is cut into
 // chunks of kOptimChunk elements and one block handles one chunk. Reductions use a fixed
 // assignment of elements to threads and a fixed tree, so steps are bit-for-bit reproducible.
-// Test: `pytest tests/gpu/test_ops_optim.py` (GPU) and `pytest tests/test_optim_host.py` (CPU:
-// the same per-element code compiled for the host, and the table construction). No benchmark yet.
+// Test: `pytest tests/gpu/test_ops_optim.py` (the CPU simulator, and the GPU when there is one)
+// and `pytest tests/test_optim_args.py` (the table construction). No benchmark yet.
 #include <string>
 
 #include "common.cuh"

@@ -1,6 +1,6 @@
 // optim.h — multi-tensor optimizer step (implemented in optim.cu; equations there) and its
-// per-element functions, host-compilable so bindings/optim.cpp can run them on the CPU
-// (host_optim_step) for tests against ekdaa_cuda.reference.
+// per-element functions (tests/gpu/test_ops_optim.py checks them against ekdaa_cuda.reference,
+// on the CPU simulator and on a GPU).
 #pragma once
 
 #include <cuda_runtime.h>

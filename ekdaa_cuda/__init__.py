@@ -5,9 +5,12 @@ compared with, with fused CUDA kernels and a NumPy reference backend.
     model = ekdaa_cuda.build_model("fmnist", rule="ekdaa")
     result = ekdaa_cuda.train(preset="fmnist", epochs=1)
     print(result.test_accuracy)
+
+``backend="cuda"`` runs the fused CUDA kernels on a GPU; ``backend="cuda-sim"`` runs the same
+kernels on the CPU simulator ``ekdaa_cuda._sim`` (slow; for testing and debugging kernels).
 """
 
-from ._device import cuda_available, cuda_status
+from ._device import cuda_available, cuda_status, sim_available, sim_status
 from .model import RULES, Model, build_model
 
 __version__ = "0.1.0"
@@ -20,4 +23,5 @@ def train(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
-__all__ = ["RULES", "Model", "__version__", "build_model", "cuda_available", "cuda_status", "train"]
+__all__ = ["RULES", "Model", "__version__", "build_model", "cuda_available", "cuda_status", "sim_available",
+           "sim_status", "train"]

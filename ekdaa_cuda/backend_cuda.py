@@ -1,4 +1,6 @@
-"""GPU backend: the model's ops as the fused kernels of ``ekdaa_cuda.ops`` on CuPy arrays.
+"""CUDA backend: the model's ops as the fused kernels of ``ekdaa_cuda.ops``, on a GPU (backend
+"cuda": CuPy arrays, ``ekdaa_cuda._C``) or on the CPU simulator (backend "cuda-sim": NumPy arrays,
+``ekdaa_cuda._sim`` running the same kernels, launchers and bindings; docs/cuda-sim.md).
 
 Same interface as ``backend_numpy.NumpyBackend``; activations stay NCHW (the public layout),
 so flatten/unflatten at the conv/FC border are free reshapes. What the fusion buys:
@@ -17,26 +19,25 @@ from __future__ import annotations
 import numpy as np
 
 from . import reference as ref
+from ._device import get_device
 from .ops import conv as conv_ops
 from .ops import fc as fc_ops
 from .ops.optim import MultiTensorOptimizer
 
 
-def _cupy():
-    import cupy
-
-    return cupy
-
-
 class CudaBackend:
-    name = "cuda"
+    """``device``: "cuda" (a GPU) or "cuda-sim" (the CPU simulator), chosen once for the backend."""
+
     dtype = np.dtype(np.float32)
 
-    def __init__(self, xp=None):
-        self.xp = _cupy() if xp is None else xp  # xp: a stand-in array module, for CPU tests of this layer
+    def __init__(self, device: str = "cuda"):
+        self.device = get_device(device)
+        self.name = self.device.name
+        self.xp = self.device.xp
         # (ΔW, Δb, ΔE) of each layer, written in place every step: the optimizer's table of update
         # addresses then never changes, so no step uploads one
         self._update_buffers: dict = {}
+        self._workspaces: dict = {}  # layer name -> (z shape, conv_filter_update's split-K scratch)
 
     # ------------------------------------------------------------ arrays
 
@@ -44,7 +45,7 @@ class CudaBackend:
         return self.xp.array(np.asarray(arr, dtype=np.float32), dtype=np.float32)
 
     def to_numpy(self, arr) -> np.ndarray:
-        return self.xp.asnumpy(arr)
+        return self.device.to_numpy(arr)
 
     def input(self, x):
         """A validated NCHW batch on the device (host arrays are copied once)."""
@@ -68,7 +69,7 @@ class CudaBackend:
         return bool(xp.stack(flags).all()) if flags else True
 
     def make_optimizer(self, params: dict, kind: str, lr: float, rho: float, hyper: dict):
-        return CudaOptimizer(params, kind, lr, rho, hyper)
+        return CudaOptimizer(params, kind, lr, rho, hyper, self.device)
 
     def uniform_hash(self, key: int, shape: tuple, limit: float):
         """``reference.hash_uniform`` on the device: the same bits as the NumPy backend's."""
@@ -84,17 +85,17 @@ class CudaBackend:
         p, k = self._dropout(block, key)
         h, out, argmax = conv_ops.conv_block_fwd(z, w, b, activation=block.activation,
                                                  apply_activation=apply_activation, pool=block.pool,
-                                                 dropout=p, dropout_key=k)
+                                                 dropout=p, dropout_key=k, device=self.device)
         return out, {"z": z, "h": h, "argmax": argmax, "dropout": p, "key": k}
 
     def fc_fwd(self, z, w, b, block, apply_activation: bool, key, training: bool):
         p, k = self._dropout(block, key)
         h, out = fc_ops.fc_fwd(z, w, b, activation=block.activation, apply_activation=apply_activation,
-                               dropout=p, dropout_key=k)
+                               dropout=p, dropout_key=k, device=self.device)
         return out, {"z": z, "h": h, "dropout": p, "key": k}
 
     def output_fwd(self, z, w, b):
-        h, _ = fc_ops.fc_fwd(z, w, b, activation="linear", apply_activation=False)
+        h, _ = fc_ops.fc_fwd(z, w, b, activation="linear", apply_activation=False, device=self.device)
         shifted = self.xp.exp(h - h.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True), {"z": z, "h": h}
 
@@ -108,7 +109,7 @@ class CudaBackend:
 
     def output_error(self, probs, labels, cache):
         """e_y = softmax(h_y) − onehot(label), fused."""
-        return fc_ops.softmax_error(cache["h"], labels)[1]
+        return fc_ops.softmax_error(cache["h"], labels, device=self.device)[1]
 
     def batch_stats(self, probs, labels):
         """(summed cross-entropy, correct count) as device scalars: no synchronisation."""
@@ -119,10 +120,10 @@ class CudaBackend:
         return loss, (probs.argmax(axis=1) == labels).sum()
 
     def conv_project(self, e, kernel):
-        return conv_ops.conv_proj(e, kernel)
+        return conv_ops.conv_proj(e, kernel, device=self.device)
 
     def fc_project(self, e, weight, layout: str):
-        return fc_ops.fc_proj(e, weight, weight_layout=layout)
+        return fc_ops.fc_proj(e, weight, weight_layout=layout, device=self.device)
 
     @staticmethod
     def _rule(block, kind: str, forward_linear: bool):
@@ -135,15 +136,16 @@ class CudaBackend:
     def epilogue(self, d, cache, block, kind: str, beta: float, forward_linear: bool):
         rule, act = self._rule(block, kind, forward_linear)
         return fc_ops.error_epilogue(d, cache["h"], activation=act, beta=beta, dropout=cache["dropout"],
-                                     dropout_key=cache["key"], rule=rule)
+                                     dropout_key=cache["key"], rule=rule, device=self.device)
 
     def unpool_epilogue(self, d, cache, block, kind: str, beta: float, forward_linear: bool, unpool_mode: str):
         if block.pool and unpool_mode == "argmax":
             rule, act = self._rule(block, kind, forward_linear)
             return conv_ops.unpool_error(d, cache["h"], cache["argmax"], activation=act, beta=beta,
-                                         dropout=cache["dropout"], dropout_key=cache["key"], rule=rule)
+                                         dropout=cache["dropout"], dropout_key=cache["key"], rule=rule,
+                                         device=self.device)
         if block.pool:
-            d = conv_ops.unpool_bilinear(d, block.h_shape[1:])
+            d = conv_ops.unpool_bilinear(d, block.h_shape[1:], device=self.device)
         return self.epilogue(d, cache, block, kind, beta, forward_linear)
 
     def conv_backproject(self, e, kernel, cache, block, kind, beta, forward_linear, unpool_mode):
@@ -153,16 +155,23 @@ class CudaBackend:
                                         unpool_mode)
         rule, act = self._rule(block, kind, forward_linear)
         return conv_ops.conv_error_proj(e, kernel, cache["h"], cache["argmax"], activation=act, beta=beta,
-                                        dropout=cache["dropout"], dropout_key=cache["key"], rule=rule)
+                                        dropout=cache["dropout"], dropout_key=cache["key"], rule=rule,
+                                        device=self.device)
 
     def weight_update(self, cache, e, block, gamma: float | None):
         """(ΔW, Δb, ΔE) into this layer's persistent buffers: valid until the layer's next update."""
         g = 0.0 if gamma is None else gamma
-        out = self._update_buffers.get(block.name)
+        out, dev = self._update_buffers.get(block.name), self.device
         if block.kind == "conv":
-            dw, db, de = conv_ops.conv_filter_update(cache["z"], e, block.kernel, gamma=g, bias=block.bias, out=out)
+            z = cache["z"]
+            shape, ws = self._workspaces.get(block.name, (None, None))
+            if shape != z.shape:
+                ws = conv_ops.conv_filter_update_workspace(z, e.shape[1], block.kernel, bias=block.bias, device=dev)
+                self._workspaces[block.name] = (z.shape, ws)
+            dw, db, de = conv_ops.conv_filter_update(z, e, block.kernel, gamma=g, bias=block.bias, out=out,
+                                                     workspace=ws, device=dev)
         else:
-            dw, db, de = fc_ops.fc_update(cache["z"], e, gamma=g, bias=block.bias, out=out)
+            dw, db, de = fc_ops.fc_update(cache["z"], e, gamma=g, bias=block.bias, out=out, device=dev)
         self._update_buffers[block.name] = (dw, db, de)
         return dw, db, (None if gamma is None else de)
 
@@ -173,8 +182,8 @@ class CudaOptimizer:
     ``MultiTensorOptimizer`` over the tensors the rule updates (e.g. no E under BP), created at the
     first step or when a state is loaded."""
 
-    def __init__(self, params: dict, kind: str, lr: float, rho: float, hyper: dict):
-        self.config = dict(kind=kind, lr=lr, rho=rho, **hyper)
+    def __init__(self, params: dict, kind: str, lr: float, rho: float, hyper: dict, device):
+        self.config = dict(kind=kind, lr=lr, rho=rho, device=device, **hyper)
         self.params = params
         self.keys: list[str] | None = None
         self.inner: MultiTensorOptimizer | None = None
@@ -193,7 +202,21 @@ class CudaOptimizer:
         if set(grads) != set(self.keys):
             raise ValueError(f"optimizer: this step updates {sorted(grads)}, earlier steps {sorted(self.keys)}")
         scales = None if lr_scale == 1.0 else [lr_scale] * len(self.keys)
-        self.inner.step([grads[k] for k in self.keys], scales)
+        inner = self.inner
+        # On a GPU a launch that raises has written nothing (the launchers check before launching; a
+        # fault inside a kernel ends the CUDA context anyway). The simulator can report a kernel bug
+        # after some threads wrote: keep a copy so the model is unchanged when a step raises.
+        saved = None
+        if inner.device.simulated:
+            saved = [a.copy() for a in (*inner.params, *(s for st in inner.state for s in st.values()))], inner.t
+        try:
+            inner.step([grads[k] for k in self.keys], scales)
+        except Exception:
+            if saved is not None:
+                arrays, inner.t = saved
+                for dst, src in zip((*inner.params, *(s for st in inner.state for s in st.values())), arrays):
+                    dst[...] = src
+            raise
         return params
 
     def state_dict(self) -> dict:

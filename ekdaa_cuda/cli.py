@@ -2,7 +2,7 @@
 
     ekdaa-cuda train --preset fmnist --epochs 1            # best backend available
     ekdaa-cuda train --preset fmnist --out runs/a --resume  # continue a stopped run
-    ekdaa-cuda info                                         # version, backends, CUDA status
+    ekdaa-cuda info                                         # version, backends, CUDA and simulator status
     ekdaa-cuda reproduce table2 --dataset fashion-mnist --trials 10 --out runs/t2   # paper Table 2
     ekdaa-cuda reproduce curves|tsne|alignment ...          # paper figures (see ekdaa_cuda.reproduce)
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__, cuda_status
+from . import __version__, cuda_status, sim_status
 from .layers import PRESETS
-from .model import _CHOICES, RULES
+from .model import _CHOICES, BACKENDS, RULES
 from .reference import ACTIVATIONS
 from .training import SCHEDULES
 
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--preset", default="fmnist", choices=sorted(PRESETS))
     t.add_argument("--rule", default="ekdaa", choices=RULES)
-    t.add_argument("--backend", default="auto", choices=("auto", "numpy", "cuda"))
+    t.add_argument("--backend", default="auto", choices=BACKENDS)
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=50)
     t.add_argument("--seed", type=int, default=0)
@@ -74,7 +74,7 @@ def _add_reproduce(sub) -> None:
         q.add_argument("--dataset", default="fashion-mnist", help=f"one of {', '.join(DATASETS)}")
         q.add_argument("--epochs", type=int, default=epochs)
         q.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-        q.add_argument("--backend", default="auto", choices=("auto", "numpy", "cuda"))
+        q.add_argument("--backend", default="auto", choices=BACKENDS)
         q.add_argument("--data-root", default=None, help="folder holding the dataset files")
         q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a setting for every method (model option or batch_size), e.g. rho=1.0")
@@ -172,7 +172,8 @@ def _train(args) -> int:
 def _info() -> int:
     print(f"ekdaa-cuda {__version__}")
     print(f"rules: {', '.join(RULES)}; presets: {', '.join(sorted(PRESETS))}")
-    print(f"CUDA: {cuda_status()}")
+    print(f"CUDA (ekdaa_cuda._C, backend cuda): {cuda_status()}")
+    print(f"CUDA simulator (ekdaa_cuda._sim, backend cuda-sim): {sim_status()}")
     return 0
 
 

@@ -456,22 +456,27 @@ def build_model(preset_or_layers="fmnist", rule: str = "ekdaa", backend: str = "
     return Model(list(preset_or_layers), input_shape, rule, seed, options, backend=backend)
 
 
+BACKENDS = ("auto", "numpy", "cuda", "cuda-sim")
+
+
 def make_backend(name, dtype: str):
-    """The backend object for ``backend=name``: "auto" picks CUDA when it is usable, else NumPy."""
-    from ._device import cuda_available, cuda_status
+    """The backend object for ``backend=name``: "auto" picks CUDA when it is usable, else NumPy.
+    "cuda-sim" runs the CUDA backend's kernels on the CPU simulator (never picked by "auto")."""
+    from ._device import cuda_available, device_status
 
     if not isinstance(name, str):  # a backend object (tests, custom backends)
         return name
-    if name not in ("auto", "numpy", "cuda"):
-        raise ValueError(f"unknown backend {name!r}; choose 'auto', 'numpy' or 'cuda'")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(map(repr, BACKENDS))}")
     if name == "auto":
         name = "cuda" if cuda_available() and dtype == "float32" else "numpy"
     if name == "numpy":
         return NumpyBackend(dtype)
-    if not cuda_available():
-        raise RuntimeError(f"backend='cuda' is not usable here: {cuda_status()}; use backend='numpy'")
+    status = device_status(name)
+    if not status.startswith("ok:"):
+        raise RuntimeError(f"backend={name!r} is not usable here: {status}; use backend='numpy'")
     if dtype != "float32":
-        raise ValueError(f"backend='cuda' computes in float32, got dtype={dtype!r}; use backend='numpy' for float64")
+        raise ValueError(f"backend={name!r} computes in float32, got dtype={dtype!r}; use backend='numpy' for float64")
     from .backend_cuda import CudaBackend
 
-    return CudaBackend()
+    return CudaBackend(name)

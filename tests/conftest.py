@@ -1,7 +1,9 @@
 """Shared pytest setup.
 
-- Tests marked ``gpu`` are skipped, with the reason from ``ekdaa_cuda.cuda_status()``,
-  unless a usable CUDA device and the compiled extension are present.
+- Tests in tests/gpu run the CUDA kernels on each usable device: the GPU ("cuda") and the CPU
+  simulator ("cuda-sim"); see tests/gpu/conftest.py. ``--device cuda|cuda-sim|all`` (or
+  ``EKDAA_TEST_DEVICE``) selects the devices; an unusable one is skipped with its status.
+- ``EKDAA_NO_CUPY_POOL=1`` turns CuPy's memory pool off (for compute-sanitizer runs).
 - ``rng`` gives each test a fresh NumPy generator and prints its seed, so a failure
   on random shapes can be replayed with ``EKDAA_TEST_SEED=<seed>``.
 """
@@ -13,17 +15,24 @@ import numpy as np
 import pytest
 
 
-def pytest_collection_modifyitems(config, items):
-    gpu_items = [item for item in items if "gpu" in item.keywords]
-    if not gpu_items:
-        return
-    import ekdaa_cuda
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        choices=("cuda", "cuda-sim", "all"),
+        default=os.environ.get("EKDAA_TEST_DEVICE", "all"),
+        help="where the tests in tests/gpu run: cuda (the GPU), cuda-sim (the CPU simulator) or all "
+        "(default; a device that is not usable here is skipped)",
+    )
 
-    if ekdaa_cuda.cuda_available():
-        return
-    skip = pytest.mark.skip(reason=f"no usable CUDA device: {ekdaa_cuda.cuda_status()}")
-    for item in gpu_items:
-        item.add_marker(skip)
+
+def pytest_configure(config):
+    if os.environ.get("EKDAA_NO_CUPY_POOL", "0") not in ("", "0"):
+        try:
+            import cupy
+        except ImportError:
+            return
+        cupy.cuda.set_allocator(None)  # every array its own cudaMalloc: sanitizers see overruns
+        cupy.cuda.set_pinned_memory_allocator(None)
 
 
 @pytest.fixture

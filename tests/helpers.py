@@ -14,3 +14,23 @@ def template_data(n_train=120, n_test=40, seed=0, noise=0.2):
         return (templates[labels] + noise * rng.standard_normal((len(labels), 1, 28, 28))).astype(np.float32)
 
     return images(ytr), ytr, images(yte), yte
+
+
+def host(a):
+    """A device array (cupy or numpy, as on the CPU simulator) as a NumPy array."""
+    return a.get() if hasattr(a, "get") else np.array(a)  # a copy on both
+
+
+class _StubCupyArray:
+    """Stands in for a cupy.ndarray where CuPy is not installed: the ops tell arrays apart by type."""
+
+    __module__ = "cupy._core.core"
+    ndim, dtype, shape = 2, np.dtype(np.float32), (4, 5)
+
+
+_StubCupyArray.__name__ = _StubCupyArray.__qualname__ = "ndarray"
+
+
+def foreign(xp, shape):
+    """An array of the other device: numpy when ``xp`` is cupy, a (stub) cupy array when it is numpy."""
+    return _StubCupyArray() if xp is np else np.zeros(shape, np.float32)

@@ -329,7 +329,11 @@ def _fake_ext(bug=None):
         p = ref.softmax(f64(h))
         _write(out, p, p - ref.one_hot(labels, h.shape[1], np.float64), -np.log(p[np.arange(len(labels)), labels]))
 
-    def conv_filter_update(z, e, k, gamma, bias, out):
+    def conv_filter_update_workspace(z, c_out, k, bias):
+        return np.empty(1, np.float32)
+
+    def conv_filter_update(z, e, k, gamma, bias, out, workspace, version):
+        assert (workspace is None) == (version == 1)
         dw = ref.conv2d_filter_grad(f64(z), f64(e), k)
         _write(out, dw, f64(e).sum(axis=(0, 2, 3)) if bias else None, gamma * dw)
 
@@ -356,7 +360,7 @@ def _fake_ext(bug=None):
         name="numpy-stand-in",
         arr=lambda t: t.detach().numpy(),
         conv=ns(conv, conv_block_fwd=conv_block_fwd, conv_error_proj=conv_error_proj, unpool_error=unpool_error,
-                conv_filter_update=conv_filter_update),
+                conv_filter_update=conv_filter_update, conv_filter_update_workspace=conv_filter_update_workspace),
         fc=ns(fc, error_epilogue=error_epilogue, fc_proj=fc_proj, fc_error_proj=fc_error_proj, fc_fwd=fc_fwd,
               softmax_error=softmax_error, fc_update=fc_update),
         optim=SimpleNamespace(MultiTensorOptimizer=MultiTensorOptimizer),

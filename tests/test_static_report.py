@@ -304,11 +304,12 @@ def test_occupancy_impossible_launches():
 
 def test_launch_sequence_of_the_current_backend():
     la = sr.launch_sequence("fmnist")
-    # 3 conv fwd + fc1 fwd + out fwd + softmax_error + 5 updates + 6 projection launches + optimizer
-    assert la["ekdaa_kernel_launches"] == 18
+    # 3 conv fwd + fc1 fwd + out fwd + softmax_error + 8 update launches (a conv's: split-K GEMM + reduce)
+    # + 6 projection launches + optimizer
+    assert la["ekdaa_kernel_launches"] == 21
     # 5 CuPy ops of the softmax in output_fwd, 22 of the finiteness check (10 tensors), 10 of batch_stats
     assert la["cupy_launches"] == 37 and la["per_backend_call"]["all_finite"] == 22
-    assert la["total_launches"] == 55 and la["host_syncs"] == 1
+    assert la["total_launches"] == 58 and la["host_syncs"] == 1
     assert la["sim_launch_count"] is None
 
 
@@ -420,3 +421,20 @@ def test_call_blocks_are_left_out_of_the_fast_path_share():
     assert mix["instructions"] == 9 and mix["calls"] == 1
     assert mix["without_call_blocks"] == {"instructions": 6, "ffma_share": pytest.approx(1 / 6),
                                           "instructions_per_ffma": pytest.approx(6.0)}
+
+
+@pytest.mark.parametrize("shape", [(50, 1, 32, 28, 28, 5), (50, 32, 64, 14, 14, 3), (1024, 64, 128, 7, 7, 3),
+                                   (1, 1, 1, 1, 1, 1), (3, 7, 65, 3, 3, 3)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_filter_update_plan_matches_the_launcher(shape, bias):
+    """The model's split-K plan (_fwu_plan) is the launcher's: same workspace size (splits·C_out·cols)."""
+    from ekdaa_cuda._device import sim_available
+
+    if not sim_available():
+        pytest.skip("needs ekdaa_cuda._sim (the launcher's plan)")
+    from ekdaa_cuda import _sim
+
+    n, c_in, c_out, h, w, k = shape
+    tiles, splits, cols = sr._fwu_plan(dict(n=n, c_in=c_in, c_out=c_out, h=h, w=w, k=k, bias=bias))
+    assert cols == c_in * k * k + bias and 1 <= splits and tiles >= 1
+    assert splits * c_out * cols == _sim.conv_filter_update_workspace_floats(n, c_in, c_out, h, w, k, bias)

@@ -123,6 +123,9 @@ def test_cli_train_on_real_data(tmp_path, capsys):
     assert cli.main(["train", "--epochs", "1", "--backend", "numpy", "--dropout", "0.2", "--dataset", "nope"]) == 2
     assert "unknown" in capsys.readouterr().err.lower()
     assert cli.main(["info"]) == 0
+    info = capsys.readouterr().out
+    assert "ekdaa_cuda._C, backend cuda" in info and "ekdaa_cuda._sim, backend cuda-sim" in info
+    assert cli._parser().parse_args(["train", "--backend", "cuda-sim"]).backend == "cuda-sim"
 
 
 def test_one_epoch_of_10k_fashion_mnist_reaches_75_percent():

@@ -1,9 +1,14 @@
 """Argument validation shared by every op in ``ekdaa_cuda.ops``.
 
-Each op checks its CuPy arguments here before a raw pointer crosses into C++, so a
-mistake surfaces as a ``ValueError`` that names the op, the argument and the value
-it got, e.g. ``conv_block_fwd: x must be float32 [N, C, H, W], got float64 (2, 3)``.
-Nothing is copied to make an array contiguous: non-contiguous input is refused.
+Each op checks its arguments here before a raw pointer crosses into C++, so a mistake
+surfaces as a ``ValueError`` that names the op, the argument and the value it got, e.g.
+``conv_block_fwd: x must be float32 [N, C, H, W], got float64 (2, 3)``. Nothing is copied to
+make an array contiguous: non-contiguous input is refused.
+
+Every op runs on one ``Device`` (``ekdaa_cuda._device``): "cuda" (CuPy arrays, ``_C`` on the
+GPU) or "cuda-sim" (NumPy arrays, ``_sim`` running the same kernels on the CPU). An op takes
+it as ``device=`` (the backend passes its own) or infers it from the type of its first array
+argument; every other array must then belong to the same device.
 """
 
 from __future__ import annotations
@@ -14,32 +19,52 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import reference
+from .._device import DEVICES, Device, get_device, is_cupy_array
 
 RULE_CODES = {"ekdaa": 0, "bp": 1}  # csrc/fc.h ErrorRule: the epilogue of the error projections
 COUNTER_RANGE = 1 << 32  # dropout counters are uint32 flat indices
 
 
-def _cupy():
-    import cupy  # imported lazily: the package imports on machines without CUDA
-
-    return cupy
+def resolve_device(op: str, device, name: str, arr) -> Device:
+    """The device an op runs on: ``device`` when given (a Device or its name), else the one that
+    owns ``arr`` (the op's first array argument, called ``name``): cupy -> "cuda", numpy -> "cuda-sim"."""
+    if isinstance(device, Device):
+        return device
+    if device is None:
+        if is_cupy_array(arr):
+            device = "cuda"
+        elif isinstance(arr, np.ndarray):
+            device = "cuda-sim"
+        else:
+            raise ValueError(
+                f"{op}: {name} must be a cupy.ndarray (device 'cuda') or a numpy.ndarray (device 'cuda-sim'), "
+                f"got {type(arr).__name__}"
+            )
+    elif device not in DEVICES:
+        raise ValueError(f"{op}: device must be one of {', '.join(DEVICES)}, got {device!r}")
+    try:
+        return get_device(device)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{op}: {exc}") from None
 
 
 def describe(shape_spec: Sequence) -> str:
     return "[" + ", ".join(str(s) for s in shape_spec) + "]"
 
 
-def check_array(op: str, name: str, arr, dtype: str, shape_spec: Sequence, shape: Sequence | None = None):
-    """Validate a device array argument and return it.
+def check_array(dev: Device, op: str, name: str, arr, dtype: str, shape_spec: Sequence, shape: Sequence | None = None):
+    """Validate an array argument of an op running on ``dev`` and return it.
 
     ``shape_spec`` names the dimensions for messages (e.g. ``("N", "C", "H", "W")``);
     ``shape`` gives the required sizes, with ``None`` where any size is accepted.
     """
-    cp = _cupy()
     want = f"{dtype} {describe(shape_spec)}"
-    if not isinstance(arr, cp.ndarray):
-        raise ValueError(f"{op}: {name} must be a cupy.ndarray ({want}), got {type(arr).__name__}")
-    if arr.dtype != cp.dtype(dtype) or arr.ndim != len(shape_spec):
+    if not dev.owns(arr):
+        got = type(arr).__name__
+        if is_cupy_array(arr) or isinstance(arr, np.ndarray):
+            got = f"{type(arr).__module__.split('.')[0]}.ndarray"
+        raise ValueError(f"{op}: {name} must be a {dev.array_name} on device '{dev.name}' ({want}), got {got}")
+    if arr.dtype != np.dtype(dtype) or arr.ndim != len(shape_spec):
         raise ValueError(f"{op}: {name} must be {want}, got {arr.dtype} {tuple(arr.shape)}")
     if shape is not None:
         for axis, (got, need, label) in enumerate(zip(arr.shape, shape, shape_spec)):
@@ -49,11 +74,10 @@ def check_array(op: str, name: str, arr, dtype: str, shape_spec: Sequence, shape
                 )
     if not arr.flags.c_contiguous:
         raise ValueError(
-            f"{op}: {name} must be C-contiguous, got strides {arr.strides}; pass cupy.ascontiguousarray({name})"
+            f"{op}: {name} must be C-contiguous, got strides {arr.strides}; "
+            f"pass {dev.xp.__name__}.ascontiguousarray({name})"
         )
-    device = cp.cuda.Device().id
-    if arr.device.id != device:
-        raise ValueError(f"{op}: {name} lives on device {arr.device.id}, but the current device is {device}")
+    dev.check_placement(op, name, arr)
     return arr
 
 
@@ -63,16 +87,9 @@ def check_positive(op: str, name: str, value: int) -> int:
     return int(value)
 
 
-def stream_ptr() -> int:
-    """Raw handle of CuPy's current stream, passed to every launcher."""
-    return _cupy().cuda.get_current_stream().ptr
-
-
-def extension():
-    """The compiled extension (imported on first use: the package imports without it)."""
-    from .. import _C
-
-    return _C
+def address(dev: Device, arr) -> int:
+    """The raw address a launcher takes for ``arr``; 0 for an absent (None) optional array."""
+    return 0 if arr is None else dev.ptr(arr)
 
 
 def activation_code(op: str, activation) -> int:
@@ -122,10 +139,11 @@ def any_shape_spec(ndim: int) -> tuple:
     return tuple(f"d{i}" for i in range(ndim))
 
 
-def output_array(op: str, name: str, arr, spec: tuple, shape: tuple):
+def output_array(dev: Device, op: str, name: str, arr, spec: tuple, shape: tuple, dtype: str = "float32"):
+    """``arr`` checked as an output of ``shape``, or a new uninitialised array when it is None."""
     if arr is None:
-        return _cupy().empty(shape, dtype=np.float32)
-    return check_array(op, name, arr, "float32", spec, shape)
+        return dev.xp.empty(shape, dtype=dtype)
+    return check_array(dev, op, name, arr, dtype, spec, shape)
 
 
 def output_arrays(op: str, out, count: int) -> tuple:

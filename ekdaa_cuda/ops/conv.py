@@ -1,4 +1,4 @@
-"""Convolution-family ops on the GPU (kernels in ``csrc/conv.cu``), checked wrappers over ``ekdaa_cuda._C``.
+"""Convolution-family ops (kernels in ``csrc/conv.cu``), checked wrappers over ``ekdaa_cuda._C`` / ``_sim``.
 
 SPEC.md equations; activations NCHW ``[N, C, H, W]``, conv weights ``[C_out, C_in, k, k]``
 (PyTorch), k odd, stride 1, "same" zero padding, cross-correlation (PyTorch ``conv2d``):
@@ -19,40 +19,49 @@ SPEC.md equations; activations NCHW ``[N, C, H, W]``, conv weights ``[C_out, C_i
   (eq. 9–10, summed over the batch; deterministic).
 
 For an epilogue over a d already at h's resolution use ``ekdaa_cuda.ops.fc.error_epilogue``.
-Every array is a float32 (argmax: uint8) C-contiguous CuPy array on the current device; a wrong
-argument raises ``ValueError`` naming the op and the argument. Outputs are allocated unless
-passed as ``out=``. Dropout element i of h (flat NCHW index) is kept iff
+Every array is a float32 (argmax: uint8) C-contiguous array of one device: CuPy arrays on the
+current GPU ("cuda"), or NumPy arrays on the CPU simulator ("cuda-sim"); ``device=`` names it, else
+the first array's type does. A wrong argument raises ``ValueError`` naming the op and the argument.
+Outputs are allocated unless passed as ``out=``. Dropout element i of h (flat NCHW index) is kept iff
 ``reference.dropout_keep`` keeps it for the given ``dropout_key`` (e.g.
 ``reference.dropout_key(seed, step, layer)``), the same mask forward and backward.
 
-Tests: ``pytest tests/test_conv_indexing.py`` (the kernels' bodies on the CPU) and
-``pytest tests/gpu/test_ops_conv.py`` (needs a GPU).
+Tests: ``pytest tests/gpu/test_ops_conv.py`` (on the simulator, and on the GPU when there is one).
 """
 
 from __future__ import annotations
 
 from . import _check
-from ._check import activation_code, dropout_args, epilogue_args, extension, finite_float, output_array, output_arrays
+from ._check import (
+    activation_code,
+    address,
+    dropout_args,
+    epilogue_args,
+    finite_float,
+    output_array,
+    output_arrays,
+    resolve_device,
+)
 
 NCHW = ("N", "C", "H", "W")
 
 
-def _kernel_size(op: str, name: str, w) -> int:
+def _kernel_size(dev, op: str, name: str, w) -> int:
     """Check a conv weight [C_out, C_in, k, k] with odd k; return k."""
-    _check.check_array(op, name, w, "float32", ("C_out", "C_in", "k", "k"))
+    _check.check_array(dev, op, name, w, "float32", ("C_out", "C_in", "k", "k"))
     k = w.shape[2]
     if w.shape[3] != k or k % 2 == 0:
         raise ValueError(f"{op}: {name} must be [C_out, C_in, k, k] with odd k, got {tuple(w.shape)}")
     return k
 
 
-def _codes(op: str, argmax, shape: tuple):
-    return _check.check_array(op, "argmax", argmax, "uint8", ("N", "C", "Hp", "Wp"), shape)
+def _codes(dev, op: str, argmax, shape: tuple):
+    return _check.check_array(dev, op, "argmax", argmax, "uint8", ("N", "C", "Hp", "Wp"), shape)
 
 
-def _pooled_h(op: str, h, n: int, c: int, hp: int, wp: int) -> None:
+def _pooled_h(dev, op: str, h, n: int, c: int, hp: int, wp: int) -> None:
     """h [N, C, Hh, Wh] must pool (2x2, floor) to [N, C, Hp, Wp]."""
-    _check.check_array(op, "h", h, "float32", ("N", "C", "Hh", "Wh"), (n, c, None, None))
+    _check.check_array(dev, op, "h", h, "float32", ("N", "C", "Hh", "Wh"), (n, c, None, None))
     if (h.shape[2] // 2, h.shape[3] // 2) != (hp, wp):
         raise ValueError(
             f"{op}: h [N, C, Hh, Wh] must pool to the error's (Hp, Wp) = {(hp, wp)} (Hh // 2, Wh // 2), "
@@ -61,7 +70,17 @@ def _pooled_h(op: str, h, n: int, c: int, hp: int, wp: int) -> None:
 
 
 def conv_block_fwd(
-    x, w, b=None, *, activation="tanh", apply_activation=True, pool=True, dropout=0.0, dropout_key=0, out=None
+    x,
+    w,
+    b=None,
+    *,
+    activation="tanh",
+    apply_activation=True,
+    pool=True,
+    dropout=0.0,
+    dropout_key=0,
+    out=None,
+    device=None,
 ):
     """One conv block: h = conv(x, w) + b, z = φ(h) ⊙ m/(1−p), then 2x2 max-pool. Returns (h, out, argmax).
 
@@ -73,32 +92,33 @@ def conv_block_fwd(
     ``out`` = optional (h, out, argmax) arrays to write into (argmax None without pool).
     """
     op = "conv_block_fwd"
+    dev = resolve_device(op, device, "x", x)
     act = activation_code(op, activation)
-    k = _kernel_size(op, "w", w)
+    k = _kernel_size(dev, op, "w", w)
     c_out, c_in = w.shape[:2]
-    _check.check_array(op, "x", x, "float32", ("N", "C_in", "H", "W"), (None, c_in, None, None))
+    _check.check_array(dev, op, "x", x, "float32", ("N", "C_in", "H", "W"), (None, c_in, None, None))
     n, _, height, width = x.shape
     if b is not None:
-        _check.check_array(op, "b", b, "float32", ("C_out",), (c_out,))
+        _check.check_array(dev, op, "b", b, "float32", ("C_out",), (c_out,))
     key, threshold, scale = dropout_args(op, dropout, dropout_key, n * c_out * height * width)
     pool = bool(pool)
     h_out, z_out, idx_out = output_arrays(op, out, 3)
-    h = output_array(op, "out[0] (h)", h_out, ("N", "C_out", "H", "W"), (n, c_out, height, width))
+    h = output_array(dev, op, "out[0] (h)", h_out, ("N", "C_out", "H", "W"), (n, c_out, height, width))
     out_shape = (n, c_out, height // 2, width // 2) if pool else (n, c_out, height, width)
-    z = output_array(op, "out[1] (out)", z_out, ("N", "C_out", "Ho", "Wo"), out_shape)
+    z = output_array(dev, op, "out[1] (out)", z_out, ("N", "C_out", "Ho", "Wo"), out_shape)
     argmax = None
     if pool:
-        if idx_out is None:
-            argmax = _check._cupy().empty(out_shape, dtype="uint8")
-        else:
-            argmax = _check.check_array(op, "out[2] (argmax)", idx_out, "uint8", ("N", "C_out", "Hp", "Wp"), out_shape)
-    extension().conv_block_fwd(
-        x.data.ptr,
-        w.data.ptr,
-        0 if b is None else b.data.ptr,
-        h.data.ptr,
-        z.data.ptr,
-        0 if argmax is None else argmax.data.ptr,
+        spec = ("N", "C_out", "Hp", "Wp")
+        argmax = output_array(dev, op, "out[2] (argmax)", idx_out, spec, out_shape, dtype="uint8")
+    dev.launch(
+        op,
+        "conv_block_fwd",
+        dev.ptr(x),
+        dev.ptr(w),
+        address(dev, b),
+        dev.ptr(h),
+        dev.ptr(z),
+        address(dev, argmax),
         n,
         c_in,
         c_out,
@@ -111,13 +131,24 @@ def conv_block_fwd(
         key,
         threshold,
         scale,
-        _check.stream_ptr(),
+        dev.stream(),
     )
     return h, z, argmax
 
 
 def conv_error_proj(
-    e, kernel, h, argmax=None, *, activation="tanh", beta=0.9, dropout=0.0, dropout_key=0, rule="ekdaa", out=None
+    e,
+    kernel,
+    h,
+    argmax=None,
+    *,
+    activation="tanh",
+    beta=0.9,
+    dropout=0.0,
+    dropout_key=0,
+    rule="ekdaa",
+    out=None,
+    device=None,
 ):
     """Error of the conv layer below from the error above, fused: projection, unpool, epilogue.
 
@@ -130,24 +161,27 @@ def conv_error_proj(
     φ(h) − φ(h − βd); rule "bp": d ⊙ φ'(h). Dropout counter = flat index into h.
     """
     op = "conv_error_proj"
+    dev = resolve_device(op, device, "e", e)
     epilogue = epilogue_args(op, activation, rule, beta)
-    k = _kernel_size(op, "kernel", kernel)
+    k = _kernel_size(dev, op, "kernel", kernel)
     c_out, c_in = kernel.shape[:2]
-    _check.check_array(op, "e", e, "float32", ("N", "C_out", "Hp", "Wp"), (None, c_out, None, None))
+    _check.check_array(dev, op, "e", e, "float32", ("N", "C_out", "Hp", "Wp"), (None, c_out, None, None))
     n, _, hp, wp = e.shape
     if argmax is None:
-        _check.check_array(op, "h", h, "float32", ("N", "C_in", "H", "W"), (n, c_in, hp, wp))
+        _check.check_array(dev, op, "h", h, "float32", ("N", "C_in", "H", "W"), (n, c_in, hp, wp))
     else:
-        _pooled_h(op, h, n, c_in, hp, wp)
-        _codes(op, argmax, (n, c_in, hp, wp))
+        _pooled_h(dev, op, h, n, c_in, hp, wp)
+        _codes(dev, op, argmax, (n, c_in, hp, wp))
     drop = dropout_args(op, dropout, dropout_key, h.size)
-    e_below = output_array(op, "out", out, ("N", "C_in", "Hh", "Wh"), h.shape)
-    extension().conv_error_proj(
-        e.data.ptr,
-        kernel.data.ptr,
-        h.data.ptr,
-        0 if argmax is None else argmax.data.ptr,
-        e_below.data.ptr,
+    e_below = output_array(dev, op, "out", out, ("N", "C_in", "Hh", "Wh"), h.shape)
+    dev.launch(
+        op,
+        "conv_error_proj",
+        dev.ptr(e),
+        dev.ptr(kernel),
+        dev.ptr(h),
+        address(dev, argmax),
+        dev.ptr(e_below),
         n,
         c_in,
         c_out,
@@ -159,28 +193,31 @@ def conv_error_proj(
         argmax is not None,
         *epilogue,
         *drop,
-        _check.stream_ptr(),
+        dev.stream(),
     )
     return e_below
 
 
-def conv_proj(e, kernel, *, out=None):
+def conv_proj(e, kernel, *, out=None, device=None):
     """d = convT(e, kernel), the transposed convolution (conv-backward-data) with no epilogue.
 
     e [N, C_out, H, W], kernel [C_out, C_in, k, k] -> d [N, C_in, H, W].
     """
     op = "conv_proj"
-    k = _kernel_size(op, "kernel", kernel)
+    dev = resolve_device(op, device, "e", e)
+    k = _kernel_size(dev, op, "kernel", kernel)
     c_out, c_in = kernel.shape[:2]
-    _check.check_array(op, "e", e, "float32", ("N", "C_out", "H", "W"), (None, c_out, None, None))
+    _check.check_array(dev, op, "e", e, "float32", ("N", "C_out", "H", "W"), (None, c_out, None, None))
     n, _, height, width = e.shape
-    d = output_array(op, "out", out, ("N", "C_in", "H", "W"), (n, c_in, height, width))
-    stream = _check.stream_ptr()
-    extension().conv_proj(e.data.ptr, kernel.data.ptr, d.data.ptr, n, c_in, c_out, height, width, k, stream)
+    d = output_array(dev, op, "out", out, ("N", "C_in", "H", "W"), (n, c_in, height, width))
+    stream = dev.stream()
+    dev.launch(op, "conv_proj", dev.ptr(e), dev.ptr(kernel), dev.ptr(d), n, c_in, c_out, height, width, k, stream)
     return d
 
 
-def unpool_error(d, h, argmax, *, activation="tanh", beta=0.9, dropout=0.0, dropout_key=0, rule="ekdaa", out=None):
+def unpool_error(
+    d, h, argmax, *, activation="tanh", beta=0.9, dropout=0.0, dropout_key=0, rule="ekdaa", out=None, device=None
+):
     """Argmax-unpool a projected error d and apply the epilogue: ``conv_error_proj`` for a d in memory.
 
     d [N, C, Hp, Wp] (e.g. an FC layer's d reshaped to the pooled conv shape), argmax uint8
@@ -188,18 +225,21 @@ def unpool_error(d, h, argmax, *, activation="tanh", beta=0.9, dropout=0.0, drop
     epilogue(h, d) ⊙ m/(1−p) at each window's argmax, zero elsewhere.
     """
     op = "unpool_error"
+    dev = resolve_device(op, device, "d", d)
     epilogue = epilogue_args(op, activation, rule, beta)
-    _check.check_array(op, "d", d, "float32", ("N", "C", "Hp", "Wp"))
+    _check.check_array(dev, op, "d", d, "float32", ("N", "C", "Hp", "Wp"))
     n, c, hp, wp = d.shape
-    _pooled_h(op, h, n, c, hp, wp)
-    _codes(op, argmax, d.shape)
+    _pooled_h(dev, op, h, n, c, hp, wp)
+    _codes(dev, op, argmax, d.shape)
     drop = dropout_args(op, dropout, dropout_key, h.size)
-    e = output_array(op, "out", out, ("N", "C", "Hh", "Wh"), h.shape)
-    extension().unpool_error(
-        d.data.ptr,
-        h.data.ptr,
-        argmax.data.ptr,
-        e.data.ptr,
+    e = output_array(dev, op, "out", out, ("N", "C", "Hh", "Wh"), h.shape)
+    dev.launch(
+        op,
+        "unpool_error",
+        dev.ptr(d),
+        dev.ptr(h),
+        dev.ptr(argmax),
+        dev.ptr(e),
         n,
         c,
         hp,
@@ -208,12 +248,12 @@ def unpool_error(d, h, argmax, *, activation="tanh", beta=0.9, dropout=0.0, drop
         h.shape[3],
         *epilogue,
         *drop,
-        _check.stream_ptr(),
+        dev.stream(),
     )
     return e
 
 
-def unpool_bilinear(d, out_hw, *, out=None):
+def unpool_bilinear(d, out_hw, *, out=None, device=None):
     """Bilinear up-sampling of d [N, C, h, w] to [N, C, H, W], ``out_hw = (H, W)``.
 
     TF2 ``tf.image.resize(method="bilinear")`` with half-pixel centres: output y reads
@@ -221,53 +261,65 @@ def unpool_bilinear(d, out_hw, *, out=None):
     (likewise along x).
     """
     op = "unpool_bilinear"
-    _check.check_array(op, "d", d, "float32", NCHW)
+    dev = resolve_device(op, device, "d", d)
+    _check.check_array(dev, op, "d", d, "float32", NCHW)
     if not isinstance(out_hw, (tuple, list)) or len(out_hw) != 2:
         raise ValueError(f"{op}: out_hw must be a pair of positive integers (H, W), got {out_hw!r}")
     out_h, out_w = (_check.check_positive(op, "out_hw", v) for v in out_hw)
     n, c, height, width = d.shape
     if height == 0 or width == 0:
         raise ValueError(f"{op}: d must have non-empty planes to resize, got {tuple(d.shape)}")
-    full = output_array(op, "out", out, NCHW, (n, c, out_h, out_w))
-    extension().unpool_bilinear(d.data.ptr, full.data.ptr, n, c, height, width, out_h, out_w, _check.stream_ptr())
+    full = output_array(dev, op, "out", out, NCHW, (n, c, out_h, out_w))
+    dev.launch(op, "unpool_bilinear", dev.ptr(d), dev.ptr(full), n, c, height, width, out_h, out_w, dev.stream())
     return full
 
 
-def conv_filter_update(z, e, k, *, gamma=0.1, bias=True, out=None):
+def conv_filter_update_workspace(z, c_out, k, *, bias=True, device=None):
+    """A float32 workspace [floats] that ``conv_filter_update`` can use for inputs shaped like z
+    [N, C_in, H, W] and C_out output channels: keep it to avoid an allocation per call."""
+    op = "conv_filter_update"
+    dev = resolve_device(op, device, "z", z)
+    n, c_in, height, width = (int(v) for v in z.shape)
+    floats = dev.ext.conv_filter_update_workspace_floats(n, c_in, int(c_out), height, width, int(k), bool(bias))
+    return dev.xp.empty((floats,), dtype="float32")
+
+
+def conv_filter_update(z, e, k, *, gamma=0.1, bias=True, out=None, workspace=None, version=2, device=None):
     """Local conv update (eq. 9–10): (ΔW [C_out, C_in, k, k], Δb [C_out] or None, ΔE = γ ΔW).
 
     z [N, C_in, H, W] (the conv's input), e [N, C_out, H, W] (its output error), k odd:
     ΔW[co, ci, ky, kx] = Σ_{n,y,x} e[n, co, y, x] · z[n, ci, y + ky − k//2, x + kx − k//2] (zero
-    padding), Δb[co] = Σ_{n,y,x} e[n, co, y, x]. One kernel, fixed summation order (bitwise
-    reproducible). ``out`` = optional (dW, db, dE) arrays (db None when ``bias`` is False).
+    padding), Δb[co] = Σ_{n,y,x} e[n, co, y, x]. A split-K implicit GEMM: partial sums over fixed
+    ranges of positions go to ``workspace`` (a float32 1-D scratch array from
+    ``conv_filter_update_workspace``; allocated here when None), then one fixed-order sum (bitwise
+    reproducible, no atomics). ``out`` = optional (dW, db, dE) arrays (db None when ``bias`` is False).
+    ``version=1`` is benchmark-only: the previous kernel (one block per output), kept for bench/micro.py.
     """
     op = "conv_filter_update"
+    dev = resolve_device(op, device, "z", z)
     gamma = finite_float(op, "gamma", gamma)
     k = _check.check_positive(op, "k", k)
     if k % 2 == 0:
         raise ValueError(f"{op}: k must be odd, got {k}")
-    _check.check_array(op, "z", z, "float32", ("N", "C_in", "H", "W"))
+    if version not in (1, 2):
+        raise ValueError(f"{op}: version must be 2 (or 1, benchmark-only), got {version!r}")
+    _check.check_array(dev, op, "z", z, "float32", ("N", "C_in", "H", "W"))
     n, c_in, height, width = z.shape
-    _check.check_array(op, "e", e, "float32", ("N", "C_out", "H", "W"), (n, None, height, width))
+    _check.check_array(dev, op, "e", e, "float32", ("N", "C_out", "H", "W"), (n, None, height, width))
     c_out = e.shape[1]
     dw_out, db_out, de_out = output_arrays(op, out, 3)
     w_spec, w_shape = ("C_out", "C_in", "k", "k"), (c_out, c_in, k, k)
-    dw = output_array(op, "out[0] (dW)", dw_out, w_spec, w_shape)
-    de = output_array(op, "out[2] (dE)", de_out, w_spec, w_shape)
-    db = output_array(op, "out[1] (db)", db_out, ("C_out",), (c_out,)) if bias else None
-    extension().conv_filter_update(
-        z.data.ptr,
-        e.data.ptr,
-        dw.data.ptr,
-        0 if db is None else db.data.ptr,
-        de.data.ptr,
-        n,
-        c_in,
-        c_out,
-        height,
-        width,
-        k,
-        gamma,
-        _check.stream_ptr(),
-    )
+    dw = output_array(dev, op, "out[0] (dW)", dw_out, w_spec, w_shape)
+    de = output_array(dev, op, "out[2] (dE)", de_out, w_spec, w_shape)
+    db = output_array(dev, op, "out[1] (db)", db_out, ("C_out",), (c_out,)) if bias else None
+    sizes = (n, c_in, c_out, height, width, k, gamma, dev.stream())
+    if version == 1:
+        dev.launch(op, "conv_filter_update_v1", dev.ptr(z), dev.ptr(e), dev.ptr(dw), address(dev, db), dev.ptr(de),
+                   *sizes)
+        return dw, db, de
+    if workspace is None:
+        workspace = conv_filter_update_workspace(z, c_out, k, bias=bias, device=dev)
+    _check.check_array(dev, op, "workspace", workspace, "float32", ("floats",))
+    dev.launch(op, "conv_filter_update", dev.ptr(z), dev.ptr(e), dev.ptr(dw), address(dev, db), dev.ptr(de),
+               dev.ptr(workspace), int(workspace.size), *sizes)
     return dw, db, de

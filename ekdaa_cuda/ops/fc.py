@@ -1,4 +1,4 @@
-"""Fully-connected ops on the GPU (kernels in ``csrc/fc.cu``), checked wrappers over ``ekdaa_cuda._C``.
+"""Fully-connected ops (kernels in ``csrc/fc.cu``), checked wrappers over ``ekdaa_cuda._C`` / ``_sim``.
 
 SPEC.md equations, with z, h, e, d of shape [N, F] and W [F_out, F_in] (PyTorch layout):
 
@@ -11,14 +11,15 @@ SPEC.md equations, with z, h, e, d of shape [N, F] and W [F_out, F_in] (PyTorch 
 - ``fc_update``: ΔW = eᵀ z, Δb = Σ_n e, ΔE = γ ΔWᵀ (eq. 9–10, summed over the batch);
 - ``softmax_error``: z_y = softmax(h_y), e_y = z_y − onehot(label), loss_n = −log z_y[n, label_n].
 
-Every array is a float32 (labels: int32) C-contiguous CuPy array on the current device; a
-wrong argument raises ``ValueError`` naming the op and the argument. Outputs are allocated
-unless passed as ``out=``. Dropout element i (flat C-order index) is kept iff
+Every array is a float32 (labels: int32) C-contiguous array of one device: CuPy arrays on the
+current GPU ("cuda"), or NumPy arrays on the CPU simulator ("cuda-sim", the same kernels run by
+``ekdaa_cuda._sim``); ``device=`` names it, else the first array's type does. A wrong argument
+raises ``ValueError`` naming the op and the argument; a kernel or launch failure ``RuntimeError``
+naming the op. Outputs are allocated unless passed as ``out=``. Dropout element i (flat C-order index) is kept iff
 ``reference.dropout_keep`` keeps it for the given ``dropout_key`` (e.g.
 ``reference.dropout_key(seed, step, layer)``), so NumPy and GPU masks agree bit for bit.
 
-Tests: ``pytest tests/gpu/test_ops_fc.py`` (needs a GPU) and ``tests/test_optim_host.py``
-(the epilogue compiled for the host).
+Tests: ``pytest tests/gpu/test_ops_fc.py`` (on the simulator, and on the GPU when there is one).
 """
 
 from __future__ import annotations
@@ -26,41 +27,47 @@ from __future__ import annotations
 from . import _check
 from ._check import (
     activation_code,
+    address,
     any_shape_spec,
     dropout_args,
     epilogue_args,
-    extension,
     finite_float,
     output_array,
     output_arrays,
+    resolve_device,
 )
 
 LAYOUT_CODES = {"out_in": 0, "in_out": 1}  # csrc/fc.h WeightLayout
 
 
-def fc_fwd(z, w, b=None, *, activation="tanh", apply_activation=True, dropout=0.0, dropout_key=0, out=None):
+def fc_fwd(
+    z, w, b=None, *, activation="tanh", apply_activation=True, dropout=0.0, dropout_key=0, out=None, device=None
+):
     """h = z Wᵀ + b and out = (φ(h) if apply_activation else h) ⊙ m/(1−p). Returns (h, out).
 
     z [N, F_in], w [F_out, F_in], b [F_out] or None; ``out`` = optional (h, out) to write into.
     """
     op = "fc_fwd"
+    dev = resolve_device(op, device, "z", z)
     act = activation_code(op, activation)
-    _check.check_array(op, "w", w, "float32", ("F_out", "F_in"))
+    _check.check_array(dev, op, "w", w, "float32", ("F_out", "F_in"))
     f_out, f_in = w.shape
-    _check.check_array(op, "z", z, "float32", ("N", "F_in"), (None, f_in))
+    _check.check_array(dev, op, "z", z, "float32", ("N", "F_in"), (None, f_in))
     n = z.shape[0]
     if b is not None:
-        _check.check_array(op, "b", b, "float32", ("F_out",), (f_out,))
+        _check.check_array(dev, op, "b", b, "float32", ("F_out",), (f_out,))
     key, threshold, scale = dropout_args(op, dropout, dropout_key, n * f_out)
     h_out, z_out = output_arrays(op, out, 2)
-    h = output_array(op, "out[0] (h)", h_out, ("N", "F_out"), (n, f_out))
-    a = output_array(op, "out[1] (out)", z_out, ("N", "F_out"), (n, f_out))
-    extension().fc_fwd(
-        z.data.ptr,
-        w.data.ptr,
-        0 if b is None else b.data.ptr,
-        h.data.ptr,
-        a.data.ptr,
+    h = output_array(dev, op, "out[0] (h)", h_out, ("N", "F_out"), (n, f_out))
+    a = output_array(dev, op, "out[1] (out)", z_out, ("N", "F_out"), (n, f_out))
+    dev.launch(
+        op,
+        "fc_fwd",
+        dev.ptr(z),
+        dev.ptr(w),
+        address(dev, b),
+        dev.ptr(h),
+        dev.ptr(a),
         n,
         f_in,
         f_out,
@@ -69,114 +76,121 @@ def fc_fwd(z, w, b=None, *, activation="tanh", apply_activation=True, dropout=0.
         key,
         threshold,
         scale,
-        _check.stream_ptr(),
+        dev.stream(),
     )
     return h, a
 
 
-def _projection_shapes(op: str, e, weight, weight_layout) -> tuple[int, int, int, int]:
+def _projection_shapes(dev, op: str, e, weight, weight_layout) -> tuple[int, int, int, int]:
     """(layout code, N, F_in, F_out) of e [N, F_out] projected through ``weight``."""
     if weight_layout not in LAYOUT_CODES:
         raise ValueError(f"{op}: weight_layout must be one of {', '.join(LAYOUT_CODES)}, got {weight_layout!r}")
     spec = ("F_out", "F_in") if weight_layout == "out_in" else ("F_in", "F_out")
-    _check.check_array(op, "weight", weight, "float32", spec)
+    _check.check_array(dev, op, "weight", weight, "float32", spec)
     f_out, f_in = weight.shape if weight_layout == "out_in" else weight.shape[::-1]
-    _check.check_array(op, "e", e, "float32", ("N", "F_out"), (None, f_out))
+    _check.check_array(dev, op, "e", e, "float32", ("N", "F_out"), (None, f_out))
     return LAYOUT_CODES[weight_layout], e.shape[0], f_in, f_out
 
 
-def fc_proj(e, weight, *, weight_layout="out_in", out=None):
+def fc_proj(e, weight, *, weight_layout="out_in", out=None, device=None):
     """d = e W (weight [F_out, F_in], ``"out_in"``) or d = e Eᵀ (weight [F_in, F_out], ``"in_out"``). e [N, F_out]."""
     op = "fc_proj"
-    layout, n, f_in, f_out = _projection_shapes(op, e, weight, weight_layout)
-    d = output_array(op, "out", out, ("N", "F_in"), (n, f_in))
-    extension().fc_proj(e.data.ptr, weight.data.ptr, d.data.ptr, n, f_in, f_out, layout, _check.stream_ptr())
+    dev = resolve_device(op, device, "e", e)
+    layout, n, f_in, f_out = _projection_shapes(dev, op, e, weight, weight_layout)
+    d = output_array(dev, op, "out", out, ("N", "F_in"), (n, f_in))
+    dev.launch(op, "fc_proj", dev.ptr(e), dev.ptr(weight), dev.ptr(d), n, f_in, f_out, layout, dev.stream())
     return d
 
 
-def fc_error_proj(e, weight, h, *, weight_layout, activation, beta, dropout=0.0, dropout_key=0, rule="ekdaa", out=None):
+def fc_error_proj(
+    e, weight, h, *, weight_layout, activation, beta, dropout=0.0, dropout_key=0, rule="ekdaa", out=None, device=None
+):
     """Error of the FC layer below: its d = fc_proj(e, weight) fed to the rule's epilogue (see module doc).
 
     h [N, F_in] is the pre-activation of the layer below; dropout/dropout_key are that layer's.
     """
     op = "fc_error_proj"
+    dev = resolve_device(op, device, "e", e)
     epilogue = epilogue_args(op, activation, rule, beta)
-    layout, n, f_in, f_out = _projection_shapes(op, e, weight, weight_layout)
-    _check.check_array(op, "h", h, "float32", ("N", "F_in"), (n, f_in))
+    layout, n, f_in, f_out = _projection_shapes(dev, op, e, weight, weight_layout)
+    _check.check_array(dev, op, "h", h, "float32", ("N", "F_in"), (n, f_in))
     drop = dropout_args(op, dropout, dropout_key, n * f_in)
-    e_below = output_array(op, "out", out, ("N", "F_in"), (n, f_in))
-    extension().fc_error_proj(
-        e.data.ptr,
-        weight.data.ptr,
-        h.data.ptr,
-        e_below.data.ptr,
+    e_below = output_array(dev, op, "out", out, ("N", "F_in"), (n, f_in))
+    dev.launch(
+        op,
+        "fc_error_proj",
+        dev.ptr(e),
+        dev.ptr(weight),
+        dev.ptr(h),
+        dev.ptr(e_below),
         n,
         f_in,
         f_out,
         layout,
         *epilogue,
         *drop,
-        _check.stream_ptr(),
+        dev.stream(),
     )
     return e_below
 
 
-def error_epilogue(d, h, *, activation, beta, dropout=0.0, dropout_key=0, rule="ekdaa", out=None):
+def error_epilogue(d, h, *, activation, beta, dropout=0.0, dropout_key=0, rule="ekdaa", out=None, device=None):
     """e = epilogue(h, d) ⊙ m/(1−p) elementwise (rule "ekdaa" or "bp"); d and h of any one shape.
 
     The dropout counter of an element is its flat C-order index.
     """
     op = "error_epilogue"
+    dev = resolve_device(op, device, "d", d)
     epilogue = epilogue_args(op, activation, rule, beta)
     spec = any_shape_spec(getattr(d, "ndim", 0))
-    _check.check_array(op, "d", d, "float32", spec)
-    _check.check_array(op, "h", h, "float32", spec, d.shape)
+    _check.check_array(dev, op, "d", d, "float32", spec)
+    _check.check_array(dev, op, "h", h, "float32", spec, d.shape)
     drop = dropout_args(op, dropout, dropout_key, d.size)
-    e = output_array(op, "out", out, spec, d.shape)
-    extension().error_epilogue(
-        d.data.ptr, h.data.ptr, e.data.ptr, d.size, *epilogue, *drop, _check.stream_ptr()
-    )
+    e = output_array(dev, op, "out", out, spec, d.shape)
+    dev.launch(op, "error_epilogue", dev.ptr(d), dev.ptr(h), dev.ptr(e), d.size, *epilogue, *drop, dev.stream())
     return e
 
 
-def fc_update(z, e, *, gamma=0.1, bias=True, out=None):
+def fc_update(z, e, *, gamma=0.1, bias=True, out=None, device=None):
     """(ΔW = eᵀ z [F_out, F_in], Δb = Σ_n e [F_out] or None, ΔE = γ ΔWᵀ [F_in, F_out]). z [N, F_in], e [N, F_out].
 
     ``out`` = optional (dW, db, dE) to write into (db None when ``bias`` is False).
     """
     op = "fc_update"
+    dev = resolve_device(op, device, "z", z)
     gamma = finite_float(op, "gamma", gamma)
-    _check.check_array(op, "z", z, "float32", ("N", "F_in"))
+    _check.check_array(dev, op, "z", z, "float32", ("N", "F_in"))
     n, f_in = z.shape
-    _check.check_array(op, "e", e, "float32", ("N", "F_out"), (n, None))
+    _check.check_array(dev, op, "e", e, "float32", ("N", "F_out"), (n, None))
     f_out = e.shape[1]
     dw_out, db_out, de_out = output_arrays(op, out, 3)
-    dw = output_array(op, "out[0] (dW)", dw_out, ("F_out", "F_in"), (f_out, f_in))
-    de = output_array(op, "out[2] (dE)", de_out, ("F_in", "F_out"), (f_in, f_out))
-    stream = _check.stream_ptr()
-    extension().fc_update(z.data.ptr, e.data.ptr, dw.data.ptr, de.data.ptr, n, f_in, f_out, gamma, stream)
+    dw = output_array(dev, op, "out[0] (dW)", dw_out, ("F_out", "F_in"), (f_out, f_in))
+    de = output_array(dev, op, "out[2] (dE)", de_out, ("F_in", "F_out"), (f_in, f_out))
+    stream = dev.stream()
+    dev.launch(op, "fc_update", dev.ptr(z), dev.ptr(e), dev.ptr(dw), dev.ptr(de), n, f_in, f_out, gamma, stream)
     db = None
     if bias:
-        db = output_array(op, "out[1] (db)", db_out, ("F_out",), (f_out,))
-        extension().fc_bias_update(e.data.ptr, db.data.ptr, n, f_out, stream)
+        db = output_array(dev, op, "out[1] (db)", db_out, ("F_out",), (f_out,))
+        dev.launch(op, "fc_bias_update", dev.ptr(e), dev.ptr(db), n, f_out, stream)
     return dw, db, de
 
 
-def softmax_error(h, labels, *, out=None):
+def softmax_error(h, labels, *, out=None, device=None):
     """(probs = softmax(h), e = probs − onehot(labels), loss [N] = −log probs[n, label_n]).
 
     h [N, C] float32, labels [N] int32. A label outside [0, C) makes its row of e and its loss NaN.
     ``out`` = optional (probs, e, loss) to write into.
     """
     op = "softmax_error"
-    _check.check_array(op, "h", h, "float32", ("N", "C"))
+    dev = resolve_device(op, device, "h", h)
+    _check.check_array(dev, op, "h", h, "float32", ("N", "C"))
     n, c = h.shape
-    _check.check_array(op, "labels", labels, "int32", ("N",), (n,))
+    _check.check_array(dev, op, "labels", labels, "int32", ("N",), (n,))
     p_out, e_out, l_out = output_arrays(op, out, 3)
-    probs = output_array(op, "out[0] (probs)", p_out, ("N", "C"), (n, c))
-    e = output_array(op, "out[1] (e)", e_out, ("N", "C"), (n, c))
-    loss = output_array(op, "out[2] (loss)", l_out, ("N",), (n,))
-    extension().softmax_error(
-        h.data.ptr, labels.data.ptr, probs.data.ptr, e.data.ptr, loss.data.ptr, n, c, _check.stream_ptr()
+    probs = output_array(dev, op, "out[0] (probs)", p_out, ("N", "C"), (n, c))
+    e = output_array(dev, op, "out[1] (e)", e_out, ("N", "C"), (n, c))
+    loss = output_array(dev, op, "out[2] (loss)", l_out, ("N",), (n,))
+    dev.launch(
+        op, "softmax_error", dev.ptr(h), dev.ptr(labels), dev.ptr(probs), dev.ptr(e), dev.ptr(loss), n, c, dev.stream()
     )
     return probs, e, loss

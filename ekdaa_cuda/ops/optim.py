@@ -1,4 +1,4 @@
-"""Multi-tensor optimizer on the GPU (kernels in ``csrc/optim.cu``): one step over every
+"""Multi-tensor optimizer (kernels in ``csrc/optim.cu``, on the GPU or the CPU simulator): one step over every
 parameter tensor of a model (W, b, E of all layers) in at most two launches.
 
 SPEC.md "Optimisers and training": the rule's updates Δ are the gradients, W ← W − λ·step(Δ),
@@ -15,7 +15,7 @@ addresses and the per-tensor learning rates are rebuilt only when they change. L
 launch 2 sums a tensor's partials in a fixed order, rescales and applies the step, so a step
 is bit-for-bit reproducible.
 
-Tests: ``pytest tests/gpu/test_ops_optim.py`` (needs a GPU), ``pytest tests/test_optim_host.py``.
+Tests: ``pytest tests/gpu/test_ops_optim.py`` (on the simulator, and on the GPU when there is one).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import reference
 from . import _check
-from ._check import any_shape_spec, extension, finite_float
+from ._check import any_shape_spec, finite_float, resolve_device
 
 OPTIMIZER_CODES = {name: code for code, name in enumerate(reference.OPTIMIZERS)}  # csrc/optim.h OptimKind
 STATE_SLOTS = {"sgd": ("v",), "adam": ("m", "v"), "rmsprop": ("s",)}  # state1, state2 of each kind
@@ -93,7 +93,9 @@ def check_lr_scale(lr_scale, count: int) -> tuple[float, ...]:
 
 
 class MultiTensorOptimizer:
-    """Optimizer over a fixed list of float32 CuPy parameter arrays, updated in place by ``step``.
+    """Optimizer over a fixed list of float32 parameter arrays of one device (CuPy arrays on "cuda",
+    NumPy arrays on "cuda-sim"; ``device=`` names it, else the first parameter's type), updated in
+    place by ``step``.
 
     ``step(grads, lr_scale=None)`` applies one step with the updates ``grads`` (same shapes as
     the parameters); ``lr_scale[i]`` multiplies ``lr`` for tensor i (e.g. error weights).
@@ -101,32 +103,45 @@ class MultiTensorOptimizer:
     "<slot>.<i>": ...}`` (slots: sgd ``v``; adam ``m``, ``v``; rmsprop ``s``).
     """
 
-    def __init__(self, params, kind="sgd", lr=5e-4, momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8, decay=0.9, rho=0.0):
+    def __init__(
+        self,
+        params,
+        kind="sgd",
+        lr=5e-4,
+        momentum=0.9,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        decay=0.9,
+        rho=0.0,
+        device=None,
+    ):
         hyper = check_hyper(kind, lr, momentum, beta1, beta2, eps, decay, rho)
         if isinstance(params, (str, bytes)) or not hasattr(params, "__len__") or len(params) == 0:
-            raise ValueError(f"{OP}: params must be a non-empty list of cupy arrays, got {type(params).__name__}")
+            raise ValueError(f"{OP}: params must be a non-empty list of device arrays, got {type(params).__name__}")
         params = list(params)
+        dev = self.device = resolve_device(OP, device, "params[0]", params[0])
         for i, p in enumerate(params):
             ndim = getattr(p, "ndim", 0)
-            _check.check_array(OP, f"params[{i}]", p, "float32", any_shape_spec(ndim))
-        ptrs = [p.data.ptr for p in params]
+            _check.check_array(dev, OP, f"params[{i}]", p, "float32", any_shape_spec(ndim))
+        ptrs = [dev.ptr(p) for p in params]
         nonempty = [ptr for ptr, p in zip(ptrs, params) if p.size > 0]
         if len(set(nonempty)) != len(nonempty):
             raise ValueError(f"{OP}: params must be distinct arrays (the same array appears twice)")
-        cp = _check._cupy()
+        xp = dev.xp
         self.kind = kind
         self.lr, self.momentum, self.beta1, self.beta2 = hyper["lr"], hyper["momentum"], hyper["beta1"], hyper["beta2"]
         self.eps, self.decay, self.rho = hyper["eps"], hyper["decay"], hyper["rho"]
         self.params = params
         self.t = 0
-        self.state = [{slot: cp.zeros_like(p) for slot in STATE_SLOTS[kind]} for p in params]
+        self.state = [{slot: xp.zeros_like(p) for slot in STATE_SLOTS[kind]} for p in params]
         sizes = [p.size for p in params]
-        state_ptrs = [[st[slot].data.ptr for slot in STATE_SLOTS[kind]] for st in self.state]
-        offsets = chunk_offsets(sizes, int(extension().OPTIM_CHUNK))
+        state_ptrs = [[dev.ptr(st[slot]) for slot in STATE_SLOTS[kind]] for st in self.state]
+        offsets = chunk_offsets(sizes, int(dev.ext.OPTIM_CHUNK))
         self._n_chunks = int(offsets[-1])
-        self._tensors = cp.asarray(tensor_table(ptrs, state_ptrs, sizes))
-        self._chunks = cp.asarray(offsets)
-        self._partial = cp.empty(max(self._n_chunks, 1), dtype=np.float32)
+        self._tensors = xp.asarray(tensor_table(ptrs, state_ptrs, sizes))
+        self._chunks = xp.asarray(offsets)
+        self._partial = xp.empty(max(self._n_chunks, 1), dtype=np.float32)
         self._grad_key = self._lr_key = None
         self._grad_ptrs = self._lrs = None
 
@@ -137,44 +152,47 @@ class MultiTensorOptimizer:
             got = f"{type(grads).__name__} of length {len(grads)}" if hasattr(grads, "__len__") else repr(grads)
             raise ValueError(f"{op}: grads must be a list of {count} arrays (one per parameter), got {got}")
         for i, (g, p) in enumerate(zip(grads, self.params)):
-            _check.check_array(op, f"grads[{i}]", g, "float32", any_shape_spec(p.ndim), p.shape)
+            _check.check_array(self.device, op, f"grads[{i}]", g, "float32", any_shape_spec(p.ndim), p.shape)
         scales = check_lr_scale(lr_scale, count)
         hyper = check_hyper(self.kind, self.lr, self.momentum, self.beta1, self.beta2, self.eps, self.decay, self.rho)
-        cp = _check._cupy()
-        grad_key = tuple(g.data.ptr for g in grads)
+        dev = self.device
+        grad_key = tuple(dev.ptr(g) for g in grads)
         if grad_key != self._grad_key:
-            self._grad_ptrs, self._grad_key = cp.asarray(np.array(grad_key, dtype=np.int64)), grad_key
+            self._grad_ptrs, self._grad_key = dev.xp.asarray(np.array(grad_key, dtype=np.int64)), grad_key
         lr_key = (hyper["lr"], scales)
         if lr_key != self._lr_key:
-            self._lrs = cp.asarray(np.array([hyper["lr"] * s for s in scales], dtype=np.float32))
+            self._lrs = dev.xp.asarray(np.array([hyper["lr"] * s for s in scales], dtype=np.float32))
             self._lr_key = lr_key
 
         t = self.t + 1
         adam = self.kind == "adam"
         bias_correction1 = 1.0 - hyper["beta1"] ** t if adam else 1.0
         bias_correction2 = 1.0 - hyper["beta2"] ** t if adam else 1.0
-        C = extension()
-        stream = _check.stream_ptr()
-        tensors = self._tensors
+        stream = dev.stream()
+        tensors, ptr = self._tensors, dev.ptr
         if hyper["rho"] > 0:
-            C.optim_sq_norm(
-                self._grad_ptrs.data.ptr,
-                tensors[3].data.ptr,
-                self._chunks.data.ptr,
-                self._partial.data.ptr,
+            dev.launch(
+                op,
+                "optim_sq_norm",
+                ptr(self._grad_ptrs),
+                ptr(tensors[3]),
+                ptr(self._chunks),
+                ptr(self._partial),
                 count,
                 self._n_chunks,
                 stream,
             )
-        C.optim_update(
-            tensors[0].data.ptr,
-            self._grad_ptrs.data.ptr,
-            tensors[1].data.ptr,
-            tensors[2].data.ptr,
-            tensors[3].data.ptr,
-            self._chunks.data.ptr,
-            self._lrs.data.ptr,
-            self._partial.data.ptr,
+        dev.launch(
+            op,
+            "optim_update",
+            ptr(tensors[0]),
+            ptr(self._grad_ptrs),
+            ptr(tensors[1]),
+            ptr(tensors[2]),
+            ptr(tensors[3]),
+            ptr(self._chunks),
+            ptr(self._lrs),
+            ptr(self._partial),
             count,
             self._n_chunks,
             OPTIMIZER_CODES[self.kind],
@@ -195,7 +213,7 @@ class MultiTensorOptimizer:
         out = {"t": np.array(self.t, dtype=np.int64)}
         for i, st in enumerate(self.state):
             for slot, arr in st.items():
-                out[f"{slot}.{i}"] = arr.get()
+                out[f"{slot}.{i}"] = self.device.to_numpy(arr)
         return out
 
     def load_state_dict(self, state: dict) -> None:
@@ -219,5 +237,5 @@ class MultiTensorOptimizer:
                     )
                 host[(i, slot)] = np.ascontiguousarray(value, dtype=np.float32)
         for (i, slot), value in host.items():
-            self.state[i][slot].set(value)  # in place: the device tables hold these addresses
+            self.device.copy_from_host(self.state[i][slot], value)  # in place: the device tables hold these addresses
         self.t = t

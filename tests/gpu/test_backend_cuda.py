@@ -1,11 +1,16 @@
-"""backend="cuda" against backend="numpy" on whole models (needs a GPU; skipped without one).
+"""The CUDA backend against backend="numpy" on whole models, on the GPU ("cuda") and on the CPU
+simulator ("cuda-sim": the same kernels, launchers, bindings and Python layer; tests/gpu/conftest.py).
 
 Tolerances: both backends compute in float32 from the same parameters and masks, with other
 summation orders (im2col GEMM vs direct convolution), so single results agree to ~1e-6
 relative. Updates are compared with rtol 1e-3 plus an atol of 1e-4 x the tensor's largest
 entry: EKDAA errors are differences φ(h) − φ(h − βd) whose cancellation can lose a few more
 bits, and ΔW sums up to N·H·W products. After several optimizer steps the parameters differ
-by a few ulps of the step size, well inside the same bounds.
+by a few ulps of the step size, well inside the same bounds. The simulator runs the kernels'
+float32 code with the host compiler (its own FMA contraction and libm), so the same bounds hold.
+
+On the simulator the presets run at small widths (SIM_WIDTHS) and small batches, to keep the
+file inside CI's time; every layer kind, rule and option is still exercised.
 """
 
 import numpy as np
@@ -16,6 +21,7 @@ import ekdaa_cuda as ek
 pytestmark = pytest.mark.gpu
 
 PRESETS = {"fmnist": (1, 28, 28), "cifar": (3, 32, 32)}
+SIM_WIDTHS = {"fmnist": (4, 8, 8, 16), "cifar": (4, 4, 8, 8, 8, 8, 16), "fmnist-fc": (16, 16)}
 
 
 def close(ref, got, what):
@@ -29,6 +35,17 @@ def batch(rng, preset, n):
     return rng.uniform(-0.5, 0.5, (n, *PRESETS[preset])).astype(np.float32), rng.integers(0, 10, n)
 
 
+def pair(device, preset, **kw):
+    """The same model on backend "numpy" and on ``device`` (small widths on the simulator)."""
+    widths = SIM_WIDTHS[preset] if device.simulated else None
+    return (ek.build_model(preset, backend="numpy", widths=widths, **kw),
+            ek.build_model(preset, backend=device.name, widths=widths, **kw))
+
+
+def batch_size(device, rng, sizes=(1, 7, 50)):
+    return int(rng.choice((1, 3, 7) if device.simulated else sizes))
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("rule, options", [
     ("ekdaa", {}),
@@ -36,11 +53,10 @@ def batch(rng, preset, n):
     ("ekdaa", {"variant": "release"}),
     ("bp", {"activation": "relu", "bias": True}),
 ])
-def test_updates_and_steps_equal_numpy_backend(rng, preset, rule, options):
-    n = int(rng.choice([1, 7, 50]))
+def test_updates_and_steps_equal_numpy_backend(device, rng, preset, rule, options):
+    n = batch_size(device, rng)
     x, labels = batch(rng, preset, n)
-    cpu = ek.build_model(preset, rule=rule, backend="numpy", seed=3, **options)
-    gpu = ek.build_model(preset, rule=rule, backend="cuda", seed=3, **options)
+    cpu, gpu = pair(device, preset, rule=rule, seed=3, **options)
     close(cpu.state_dict(), gpu.state_dict(), "initial parameters")
     close(cpu.updates(x, labels), gpu.updates(x, labels), f"updates (batch {n})")
     for _ in range(3):
@@ -51,14 +67,13 @@ def test_updates_and_steps_equal_numpy_backend(rng, preset, rule, options):
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_signum_model_agrees_with_numpy_backend(rng, preset):
+def test_signum_model_agrees_with_numpy_backend(device, rng, preset):
     """signum is discontinuous at 0: a pre-activation within float32 rounding of 0 (expected about
     once per few million units) takes another sign on the other backend and changes everything
     downstream of it, so elementwise tolerances do not apply. The backends must still agree on
     the direction of every update (cosine > 0.99) and on almost every prediction."""
-    x, labels = batch(rng, preset, 50)
-    cpu = ek.build_model(preset, backend="numpy", seed=3, activation="signum")
-    gpu = ek.build_model(preset, backend="cuda", seed=3, activation="signum")
+    x, labels = batch(rng, preset, 20 if device.simulated else 50)
+    cpu, gpu = pair(device, preset, seed=3, activation="signum")
     a, b = cpu.updates(x, labels), gpu.updates(x, labels)
     for k in a:
         u, v = a[k].ravel().astype(np.float64), b[k].ravel().astype(np.float64)
@@ -68,10 +83,9 @@ def test_signum_model_agrees_with_numpy_backend(rng, preset):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
-def test_optimizers_and_pascanu_equal_numpy_backend(rng, optimizer):
-    x, labels = batch(rng, "fmnist", 20)
-    kw = dict(optimizer=optimizer, lr=1e-3, rho=0.5, seed=1)
-    cpu, gpu = ek.build_model("fmnist", backend="numpy", **kw), ek.build_model("fmnist", backend="cuda", **kw)
+def test_optimizers_and_pascanu_equal_numpy_backend(device, rng, optimizer):
+    x, labels = batch(rng, "fmnist", 5 if device.simulated else 20)
+    cpu, gpu = pair(device, "fmnist", optimizer=optimizer, lr=1e-3, rho=0.5, seed=1)
     for _ in range(4):
         cpu.step(x, labels)
         gpu.step(x, labels)
@@ -80,8 +94,8 @@ def test_optimizers_and_pascanu_equal_numpy_backend(rng, optimizer):
     close(numeric(cpu.checkpoint_arrays()), numeric(gpu.checkpoint_arrays()), f"{optimizer} checkpoint")
 
 
-def test_bad_input_to_the_cuda_model_raises_and_changes_nothing(rng):
-    gpu = ek.build_model("fmnist", backend="cuda", seed=1)
+def test_bad_input_to_the_cuda_model_raises_and_changes_nothing(device, rng):
+    gpu = pair(device, "fmnist", seed=1)[1]
     x, labels = batch(rng, "fmnist", 4)
     before = gpu.state_dict()
     for bad_x, bad_y, match in [(x[:, :, :20], labels, "shape"), (x, labels + 10, "labels"),
@@ -92,30 +106,32 @@ def test_bad_input_to_the_cuda_model_raises_and_changes_nothing(rng):
     assert all(np.array_equal(before[k], after[k]) for k in before) and gpu.step_count == 0
 
 
-def test_short_training_run_follows_numpy(tmp_path):
-    """Two epochs on 2,000 Fashion-MNIST images: same batches, same masks; accuracies within 2 points
-    (float32 rounding differences grow over 80 steps but do not change what is learned)."""
+def test_short_training_run_follows_numpy(device, tmp_path):
+    """Real Fashion-MNIST, same batches, same masks; accuracies within 2 points (float32 rounding
+    differences grow over the steps but do not change what is learned). GPU: 2,000 images, full
+    widths, 2 epochs; simulator: 300 images, small widths, batch 50."""
     from ekdaa_cuda.data import DatasetNotFoundError, load_dataset
 
+    n_train, n_test = (300, 100) if device.simulated else (2000, 1000)
     try:
-        data = (*load_dataset("fmnist", "train", limit=2000), *load_dataset("fmnist", "test", limit=1000))
+        data = (*load_dataset("fmnist", "train", limit=n_train), *load_dataset("fmnist", "test", limit=n_test))
     except DatasetNotFoundError as exc:
         pytest.skip(str(exc))
-    kw = dict(epochs=2, data=data, progress=False, dropout_conv=0.1, dropout_fc=0.3)
+    widths = SIM_WIDTHS["fmnist"] if device.simulated else None
+    kw = dict(epochs=2, data=data, progress=False, dropout_conv=0.1, dropout_fc=0.3, widths=widths)
     cpu = ek.train("fmnist", backend="numpy", **kw)
-    gpu = ek.train("fmnist", backend="cuda", out_dir=tmp_path, **kw)
+    gpu = ek.train("fmnist", backend=device.name, out_dir=tmp_path, **kw)
     for a, b in zip(cpu.history, gpu.history):
         assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.02, (a, b)
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.02)
-    resumed = ek.train("fmnist", backend="cuda", out_dir=tmp_path, resume=True, **{**kw, "epochs": 3})
+    resumed = ek.train("fmnist", backend=device.name, out_dir=tmp_path, resume=True, **{**kw, "epochs": 3})
     assert len(resumed.history) == 3
 
 
 @pytest.mark.parametrize("rule", ["fa", "kp", "dfa", "sdfa", "rdfa", "drtp"])
-def test_comparison_rules_equal_numpy_backend(rng, rule):
-    x, labels = batch(rng, "fmnist", 20)
-    cpu = ek.build_model("fmnist", rule=rule, backend="numpy", seed=2, dropout=0.1)
-    gpu = ek.build_model("fmnist", rule=rule, backend="cuda", seed=2, dropout=0.1)
+def test_comparison_rules_equal_numpy_backend(device, rng, rule):
+    x, labels = batch(rng, "fmnist", 5 if device.simulated else 20)
+    cpu, gpu = pair(device, "fmnist", rule=rule, seed=2, dropout=0.1)
     close(cpu.updates(x, labels), gpu.updates(x, labels), f"{rule} updates")
     for _ in range(2):
         cpu.step(x, labels)
@@ -123,8 +139,113 @@ def test_comparison_rules_equal_numpy_backend(rng, rule):
     close(cpu.state_dict(), gpu.state_dict(), f"{rule} parameters after 2 steps")
 
 
-def test_lra_e_on_the_fc_preset_equals_numpy_backend(rng):
-    x, labels = batch(rng, "fmnist", 20)
-    cpu = ek.build_model("fmnist-fc", rule="lra-e", backend="numpy", seed=2)
-    gpu = ek.build_model("fmnist-fc", rule="lra-e", backend="cuda", seed=2)
+def test_lra_e_on_the_fc_preset_equals_numpy_backend(device, rng):
+    x, labels = batch(rng, "fmnist", 5 if device.simulated else 20)
+    widths = SIM_WIDTHS["fmnist-fc"] if device.simulated else None
+    cpu = ek.build_model("fmnist-fc", rule="lra-e", backend="numpy", seed=2, widths=widths)
+    gpu = ek.build_model("fmnist-fc", rule="lra-e", backend=device.name, seed=2, widths=widths)
     close(cpu.updates(x, labels), gpu.updates(x, labels), "lra-e updates")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_checkpoints_move_between_numpy_and_the_device(device, rng, tmp_path, optimizer):
+    """A checkpoint written on one backend continues on the other: numpy -> device and device -> numpy,
+    after which both take the same next step (parameters and optimizer state within the tolerances)."""
+    from ekdaa_cuda.training import load_checkpoint, save_checkpoint
+
+    x, labels = batch(rng, "fmnist", 5 if device.simulated else 20)
+    kw = dict(optimizer=optimizer, lr=1e-3, seed=4, dropout=0.1)
+    for first, second in ((0, 1), (1, 0)):
+        models = pair(device, "fmnist", **kw)
+        for _ in range(2):
+            models[first].step(x, labels)
+        path = tmp_path / f"{models[first].backend.name}.npz"
+        save_checkpoint(path, models[first], {"note": "round trip"})
+        arrays, state = load_checkpoint(path)
+        assert state == {"note": "round trip"}
+        models[second].load_checkpoint_arrays(arrays)
+        assert models[second].step_count == 2
+        numeric = lambda a: {k: v for k, v in a.items() if k != "config_json"}  # noqa: E731
+        close(numeric(models[first].checkpoint_arrays()), numeric(models[second].checkpoint_arrays()), "loaded")
+        for m in models:
+            m.step(x, labels)
+        close(numeric(models[0].checkpoint_arrays()), numeric(models[1].checkpoint_arrays()), "after one more step")
+
+
+class FailingLaunch:
+    """The simulator's extension with one launcher that runs, then fails as a kernel bug the simulator
+    found would (after some threads wrote their outputs)."""
+
+    def __init__(self, ext, launcher):
+        self._ext, self._launcher = ext, launcher
+
+    def __getattr__(self, name):
+        real = getattr(self._ext, name)
+        if name != self._launcher:
+            return real
+
+        def launch(*args):
+            real(*args)
+            raise RuntimeError(f"{name}_kernel: injected failure at block (0, 0, 0), thread (0, 0, 0)")
+
+        return launch
+
+
+@pytest.mark.parametrize("launcher, op", [("conv_block_fwd", "conv_block_fwd"),
+                                          ("conv_error_proj", "conv_error_proj"),
+                                          ("fc_update", "fc_update"),
+                                          ("optim_update", "MultiTensorOptimizer.step")])
+def test_a_failing_kernel_names_the_op_and_leaves_model_and_checkpoint_unchanged(device, rng, tmp_path, monkeypatch,
+                                                                                 launcher, op):
+    from ekdaa_cuda.training import load_checkpoint, save_checkpoint
+
+    if not device.simulated:
+        pytest.skip("failures are injected into the simulator's launchers")
+    x, labels = batch(rng, "fmnist", 3)
+    model = pair(device, "fmnist", optimizer="adam", lr=1e-3, seed=5)[1]
+    model.step(x, labels)  # the optimizer now has state
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, model, {"epoch": 0})
+    before = model.checkpoint_arrays()
+    monkeypatch.setattr(device, "ext", FailingLaunch(device.ext, launcher))
+    with pytest.raises(RuntimeError, match=rf"^{op}: {launcher}_kernel: injected failure"):
+        model.step(x, labels)
+    monkeypatch.undo()
+    after = model.checkpoint_arrays()
+    assert sorted(before) == sorted(after)
+    for k in before:
+        assert np.array_equal(before[k], after[k]), f"{k} changed by the failed step"
+    saved, _ = load_checkpoint(path)
+    for k in before:
+        assert np.array_equal(saved[k], before[k]), f"checkpoint's {k} changed"
+    twin = pair(device, "fmnist", optimizer="adam", lr=1e-3, seed=5)[1]
+    twin.step(x, labels)
+    model.step(x, labels)  # and the model carries on as if the failed step never happened
+    twin.step(x, labels)
+    for k, v in twin.state_dict().items():
+        assert np.array_equal(v, model.state_dict()[k]), k
+
+
+def test_training_loop_detects_divergence_without_per_step_checks(device, tmp_path, monkeypatch):
+    """On the CUDA backend the loop does not test each update (on a GPU that would synchronise every
+    step); the running loss catches the first non-finite update and no bad model reaches the checkpoint."""
+    from ekdaa_cuda import training
+
+    calls = {"n": 0}
+    real = ek.Model.step_arrays
+
+    def spy(self, *args, check_finite=True, **kwargs):
+        calls["n"] += 1
+        assert check_finite is False
+        return real(self, *args, check_finite=check_finite, **kwargs)
+
+    monkeypatch.setattr(ek.Model, "step_arrays", spy)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.5, 0.5, (60, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 60)
+    with pytest.raises(training.TrainingDiverged, match="not finite.*last good checkpoint"):
+        ek.train("fmnist", backend=device.name, widths=(3, 4, 5, 6), epochs=30, batch_size=20, data=(x, y, x, y),
+                 progress=False, out_dir=tmp_path, rule="bp", activation="linear", lr=10.0, checkpoint_every=1)
+    assert calls["n"] >= 1
+    arrays, _ = training.load_checkpoint(tmp_path / "checkpoint.npz")
+    assert all(np.all(np.isfinite(v)) for k, v in arrays.items() if k.startswith("param."))

@@ -1,4 +1,4 @@
-"""GPU tests of the conv-family ops (ekdaa_cuda.ops.conv, kernels in csrc/conv.cu).
+"""Tests of the conv-family ops (ekdaa_cuda.ops.conv, kernels in csrc/conv.cu).
 
 Every result is checked against a float64 NumPy reference built from ``ekdaa_cuda.reference``
 on fresh random shapes (batch 1, primes, odd H/W, channels 1..33, k in {1, 3, 5}; the seed is
@@ -6,13 +6,16 @@ printed, replay with EKDAA_TEST_SEED=<seed>). Outputs are passed as ``out=`` arr
 with NaN (argmax with 255), so an element the kernel never writes fails. Convolutions use small
 integer-valued inputs, which float32 sums exactly: those checks are ``==``.
 
-Run: ``pytest -m gpu tests/gpu/test_ops_conv.py`` (skipped without a CUDA device).
+Run: ``pytest tests/gpu/test_ops_conv.py`` (on the CPU simulator, and on the GPU when there is one;
+``--device cuda-sim`` or ``--device cuda`` picks one). On the simulator every op call also runs
+under several thread schedules and worker counts, bitwise equal (tests/gpu/conftest.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import foreign, host
 
 from ekdaa_cuda import reference
 from ekdaa_cuda.ops import conv as ops
@@ -25,9 +28,6 @@ RULE_ACTIVATIONS = [(a, r) for r in ("ekdaa", "bp") for a in ACTIVATIONS if (a, 
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-@pytest.fixture
-def cp():
-    return pytest.importorskip("cupy")
 
 
 # ---------------------------------------------------------------- helpers
@@ -44,13 +44,9 @@ def ints(rng, shape, bound=3):
     return rng.integers(-bound, bound + 1, size=shape).astype(np.float32)
 
 
-def poisoned(cp, shape, dtype=np.float32):
+def poisoned(xp, shape, dtype=np.float32):
     """An output buffer full of NaN (uint8: 255, not an argmax code) so unwritten elements show."""
-    return cp.full(shape, 255 if dtype == np.uint8 else np.nan, dtype=dtype)
-
-
-def host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+    return xp.full(shape, 255 if dtype == np.uint8 else np.nan, dtype=dtype)
 
 
 def assert_close(got, want, atol, rtol=0.0, what="result"):
@@ -103,21 +99,21 @@ def epilogue64(rule, act, h, d, beta, mask):
 @pytest.mark.parametrize("pool", [True, False])
 @pytest.mark.parametrize("p", [0.0, 0.3])
 @pytest.mark.parametrize("act", [*ACTIVATIONS, None])  # None: apply_activation=False
-def test_conv_block_fwd(cp, rng, act, p, pool):
+def test_conv_block_fwd(xp, rng, act, p, pool):
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     x, w = ints(rng, (n, c_in, height, width)), ints(rng, (c_out, c_in, k, k))
     b = ints(rng, (c_out,)) if rng.random() < 0.5 else None
     key, mask = dropout(rng, p, (n, c_out, height, width))
     out_shape = (n, c_out, height // 2, width // 2) if pool else (n, c_out, height, width)
     out = (
-        poisoned(cp, (n, c_out, height, width)),
-        poisoned(cp, out_shape),
-        poisoned(cp, out_shape, np.uint8) if pool else None,
+        poisoned(xp, (n, c_out, height, width)),
+        poisoned(xp, out_shape),
+        poisoned(xp, out_shape, np.uint8) if pool else None,
     )
     h, z, argmax = ops.conv_block_fwd(
-        cp.asarray(x),
-        cp.asarray(w),
-        None if b is None else cp.asarray(b),
+        xp.array(x),
+        xp.array(w),
+        None if b is None else xp.array(b),
         activation=act or "linear",
         apply_activation=act is not None,
         pool=pool,
@@ -152,25 +148,25 @@ def test_conv_block_fwd(cp, rng, act, p, pool):
         assert_close(chosen, want_out, atol=tol, what="value at the kernel's argmax")
 
 
-def test_conv_block_fwd_pool_ties_first(cp):
+def test_conv_block_fwd_pool_ties_first(xp):
     # Every window ties (all ones), plus hand-made windows whose maximum sits at q = 0, 1, 2, 3.
     x = np.ones((1, 1, 5, 9), np.float32)  # odd H and W: the trailing row/column belongs to no window
     x[0, 0, 0:2, 0:2] = [[0, 0], [0, 1]]
     x[0, 0, 0:2, 2:4] = [[0, 0], [2, 0]]
     x[0, 0, 0:2, 4:6] = [[0, 3], [3, 3]]
     w = np.ones((1, 1, 1, 1), np.float32)
-    h, out, argmax = ops.conv_block_fwd(cp.asarray(x), cp.asarray(w), activation="linear", apply_activation=False)
+    h, out, argmax = ops.conv_block_fwd(xp.array(x), xp.array(w), activation="linear", apply_activation=False)
     assert_equal(h, x, "h (including the trailing row/column)")
     assert_equal(argmax, [[[[3, 2, 1, 0], [0, 0, 0, 0]]]], "argmax")
     assert_equal(out, [[[[1, 2, 3, 1], [1, 1, 1, 1]]]], "out")
 
 
-def test_conv_block_fwd_layer_sized(cp, rng):
+def test_conv_block_fwd_layer_sized(xp, rng):
     # An fmnist-preset-sized layer with float data: many blocks, tolerance instead of exactness.
     x = rng.standard_normal((50, 32, 14, 14)).astype(np.float32)
     w = (rng.standard_normal((64, 32, 3, 3)) * 0.1).astype(np.float32)
     b = rng.standard_normal(64).astype(np.float32)
-    h, out, _ = ops.conv_block_fwd(cp.asarray(x), cp.asarray(w), cp.asarray(b), activation="tanh")
+    h, out, _ = ops.conv_block_fwd(xp.array(x), xp.array(w), xp.array(b), activation="tanh")
     want_h = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
     # float32 sum of 288 products: error <~ 288·eps·Σ|x·w| (generous; index bugs give O(1) errors)
     bound = reference.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), np.abs(b).astype(np.float64))
@@ -185,7 +181,7 @@ def test_conv_block_fwd_layer_sized(cp, rng):
 @pytest.mark.parametrize("pooled", [True, False])
 @pytest.mark.parametrize("p", [0.0, 0.3])
 @pytest.mark.parametrize("act, rule", RULE_ACTIVATIONS)
-def test_conv_error_proj(cp, rng, act, rule, p, pooled):
+def test_conv_error_proj(xp, rng, act, rule, p, pooled):
     n, c_in, c_out, hh, wh, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     hp, wp = (hh // 2, wh // 2) if pooled else (hh, wh)
     e, kernel = ints(rng, (n, c_out, hp, wp)), ints(rng, (c_out, c_in, k, k))
@@ -195,16 +191,16 @@ def test_conv_error_proj(cp, rng, act, rule, p, pooled):
     key, mask = dropout(rng, p, h.shape)
     beta = 0.9
     got = ops.conv_error_proj(
-        cp.asarray(e),
-        cp.asarray(kernel),
-        cp.asarray(h),
-        None if idx is None else cp.asarray(idx),
+        xp.array(e),
+        xp.array(kernel),
+        xp.array(h),
+        None if idx is None else xp.array(idx),
         activation=act,
         beta=beta,
         dropout=p,
         dropout_key=key,
         rule=rule,
-        out=poisoned(cp, h.shape),
+        out=poisoned(xp, h.shape),
     )
     d = conv_transpose64(e, kernel, (n, c_in, hp, wp))  # exact: integer inputs
     if pooled:
@@ -220,17 +216,18 @@ def test_conv_error_proj(cp, rng, act, rule, p, pooled):
     assert_close(got, want, atol=tol, what="e_below")
 
 
-def test_conv_error_proj_is_bp_backward_data(cp, rng):
+def test_conv_error_proj_is_bp_backward_data(xp, rng):
     # rule bp, φ = linear, no pool, no dropout: e_below is exactly conv-backward-data of e with W.
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     e, w = ints(rng, (n, c_out, height, width)), ints(rng, (c_out, c_in, k, k))
     h = rng.standard_normal((n, c_in, height, width)).astype(np.float32)
-    got = ops.conv_error_proj(cp.asarray(e), cp.asarray(w), cp.asarray(h), activation="linear", rule="bp")
+    got = ops.conv_error_proj(xp.array(e), xp.array(w), xp.array(h), activation="linear", rule="bp")
     assert_equal(got, conv_transpose64(e, w, (n, c_in, height, width)), "e_below")
 
 
-@pytest.mark.parametrize("act, rule", [("tanh", "ekdaa"), ("signum", "ekdaa"), ("linear", "bp"), ("sigmoid", "bp")])
-def test_unpool_error(cp, rng, act, rule):
+@pytest.mark.parametrize("act, rule", [("tanh", "ekdaa"), ("signum", "ekdaa"), ("linear", "bp"), ("sigmoid", "bp"),
+                                       ("relu", "ekdaa"), ("relu", "bp")])
+def test_unpool_error(xp, rng, act, rule):
     n, c, hh, wh = draw(rng, "N", "C", "HW", "HW")
     hp, wp = hh // 2, wh // 2
     d = rng.standard_normal((n, c, hp, wp)).astype(np.float32)
@@ -238,15 +235,15 @@ def test_unpool_error(cp, rng, act, rule):
     h = rng.standard_normal((n, c, hh, wh)).astype(np.float32)
     key, mask = dropout(rng, 0.25, h.shape)
     got = ops.unpool_error(
-        cp.asarray(d),
-        cp.asarray(h),
-        cp.asarray(idx),
+        xp.array(d),
+        xp.array(h),
+        xp.array(idx),
         activation=act,
         beta=0.9,
         dropout=0.25,
         dropout_key=key,
         rule=rule,
-        out=poisoned(cp, h.shape),
+        out=poisoned(xp, h.shape),
     )
     d_full = reference.unpool_argmax(d.astype(np.float64), idx, (hh, wh))
     want = epilogue64(rule, act, h.astype(np.float64), d_full, 0.9, mask)
@@ -256,19 +253,30 @@ def test_unpool_error(cp, rng, act, rule):
         assert_close(got, want, atol=8 * EPS32 * mask.max() * (1 + np.abs(h) + np.abs(d_full)), what="e")
 
 
-def test_conv_proj(cp, rng):
+@pytest.mark.parametrize("trial", range(3))  # three fresh random shapes
+def test_conv_proj(xp, rng, trial):
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     e, kernel = ints(rng, (n, c_out, height, width)), ints(rng, (c_out, c_in, k, k))
-    got = ops.conv_proj(cp.asarray(e), cp.asarray(kernel), out=poisoned(cp, (n, c_in, height, width)))
+    got = ops.conv_proj(xp.array(e), xp.array(kernel), out=poisoned(xp, (n, c_in, height, width)))
     assert_equal(got, conv_transpose64(e, kernel, (n, c_in, height, width)), "d")
 
 
 @pytest.mark.parametrize(
-    "hw, out_hw", [((7, 7), (14, 14)), ((7, 3), (15, 7)), ((3, 5), (3, 5)), ((4, 6), (3, 2)), ((1, 1), (2, 3))]
+    "hw, out_hw",
+    [
+        ((7, 7), (14, 14)),
+        ((7, 3), (15, 7)),
+        ((3, 5), (3, 5)),
+        ((4, 6), (3, 2)),
+        ((1, 1), (2, 3)),
+        ((1, 2), (5, 4)),  # up from a single row, x2
+        ((13, 14), (6, 28)),  # down along H, x2 along W
+        ((5, 7), (3, 14)),
+    ],
 )
-def test_unpool_bilinear(cp, rng, hw, out_hw):
+def test_unpool_bilinear(xp, rng, hw, out_hw):
     d = rng.standard_normal((2, 3, *hw)).astype(np.float32)
-    got = ops.unpool_bilinear(cp.asarray(d), out_hw, out=poisoned(cp, (2, 3, *out_hw)))
+    got = ops.unpool_bilinear(xp.array(d), out_hw, out=poisoned(xp, (2, 3, *out_hw)))
     # two float32 lerps of O(1) values with float32 weights: a few ulps of max|d|
     assert_close(got, reference.unpool_bilinear(d.astype(np.float64), out_hw), atol=8 * EPS32 * np.abs(d).max())
 
@@ -276,13 +284,16 @@ def test_unpool_bilinear(cp, rng, hw, out_hw):
 # ---------------------------------------------------------------- conv_filter_update
 
 
+# fresh shapes, several trials for v2 (the split-K GEMM with shared memory and barriers); v1 is the
+# benchmark-only previous kernel, kept validated
+@pytest.mark.parametrize(("version", "trial"), [(2, 0), (2, 1), (2, 2), (1, 0)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv_filter_update_exact(cp, rng, bias):
+def test_conv_filter_update_exact(xp, rng, bias, version, trial):
     n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
     z, e = ints(rng, (n, c_in, height, width)), ints(rng, (n, c_out, height, width))
     w_shape = (c_out, c_in, k, k)
-    out = (poisoned(cp, w_shape), poisoned(cp, (c_out,)) if bias else None, poisoned(cp, w_shape))
-    dw, db, de = ops.conv_filter_update(cp.asarray(z), cp.asarray(e), k, gamma=0.1, bias=bias, out=out)
+    out = (poisoned(xp, w_shape), poisoned(xp, (c_out,)) if bias else None, poisoned(xp, w_shape))
+    dw, db, de = ops.conv_filter_update(xp.array(z), xp.array(e), k, gamma=0.1, bias=bias, out=out, version=version)
     want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), k)
     assert_equal(dw, want, "dW")
     assert_equal(de, np.float32(0.1) * want.astype(np.float32), "dE")  # γ·ΔW: one float32 product
@@ -292,14 +303,79 @@ def test_conv_filter_update_exact(cp, rng, bias):
         assert db is None
 
 
-def test_conv_filter_update_layer_sized_and_deterministic(cp, rng):
+# (N, C_in, C_out, H, W, k): the split-K GEMM's edges. Block tile 64 (C_out) x 64 (columns C_in·k·k + bias),
+# 16 positions (n, y, x) per step; splits of whole steps, as many as ~264 blocks need.
+GEMM_SHAPES = [
+    (1, 1, 1, 1, 1, 1),  # one position, one tap, one split
+    (1, 1, 64, 4, 4, 3),  # C_out = one row tile, 16 positions = one step
+    (2, 7, 65, 3, 3, 3),  # 63 taps + bias = one column tile; C_out = tile + 1; H·W = 9 < a step
+    (3, 7, 5, 5, 7, 3),  # 64 taps + bias = tile + 1; N·H·W = 105: a partial last step
+    (1, 2, 3, 17, 1, 5),  # W = 1: a step spans rows; k > W
+    (2, 1, 3, 50, 50, 1),  # 5000 positions: 313 steps over 157 splits of 2 steps
+    (5, 3, 2, 13, 11, 5),  # odd H, W; 715 positions; 75 taps + bias
+]
+
+
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_filter_update_gemm_edges_exact(xp, rng, shape, bias):
+    """Integers in [-3, 3]: every product and every partial sum is an integer of magnitude
+    <= 9·N·H·W <= 45,000 < 2^24, so float32 sums them exactly in any order: compared with ==.
+    The workspace is poisoned too (the GEMM must write every partial it reads back)."""
+    n, c_in, c_out, height, width, k = shape
+    z, e = ints(rng, (n, c_in, height, width)), ints(rng, (n, c_out, height, width))
+    zg, eg = xp.array(z), xp.array(e)
+    ws = ops.conv_filter_update_workspace(zg, c_out, k, bias=bias)
+    ws[...] = np.nan
+    w_shape = (c_out, c_in, k, k)
+    out = (poisoned(xp, w_shape), poisoned(xp, (c_out,)) if bias else None, poisoned(xp, w_shape))
+    dw, db, de = ops.conv_filter_update(zg, eg, k, gamma=0.1, bias=bias, out=out, workspace=ws)
+    want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), k)
+    assert_equal(dw, want, "dW")
+    assert_equal(de, np.float32(0.1) * want.astype(np.float32), "dE")
+    if bias:
+        assert_equal(db, e.astype(np.float64).sum(axis=(0, 2, 3)), "db")
+
+
+def test_conv_filter_update_workspace_checks(device, xp):
+    z, e = xp.zeros((2, 3, 5, 5), np.float32), xp.zeros((2, 4, 5, 5), np.float32)
+    need = ops.conv_filter_update_workspace(z, 4, 3).size
+    assert need == device.ext.conv_filter_update_workspace_floats(2, 3, 4, 5, 5, 3, True) > 0
+    with pytest.raises(ValueError, match=f"^conv_filter_update: workspace holds 5 floats, needs {need}"):
+        ops.conv_filter_update(z, e, 3, workspace=xp.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="^conv_filter_update: workspace must be"):
+        ops.conv_filter_update(z, e, 3, workspace=xp.zeros((need, 1), np.float32))
+    with pytest.raises(ValueError, match="^conv_filter_update: version must be 2"):
+        ops.conv_filter_update(z, e, 3, version=3)
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ((2**20, 64, 8, 8, 8, 3), r"z's element count N\*C_in\*H\*W = 4294967296 exceeds 2\^31 - 1"),
+        ((2**20, 8, 64, 8, 8, 3), r"e's element count N\*C_out\*H\*W = 4294967296 exceeds"),
+        ((1, 2**16, 2**12, 1, 1, 3), r"ΔW's element count C_out\*C_in\*k\*k \(\+C_out\) = 2415923200 exceeds"),
+        ((1, 1, 1, 1, 1, -3), "kernel size k must be odd and >= 1, got -3"),
+    ],
+)
+def test_conv_filter_update_sizes_beyond_32_bit(device, sizes, message):
+    """Refused by the launcher before any memory is touched (null pointers), naming the size and its value."""
+    n, c_in, c_out, height, width, k = sizes
+    with pytest.raises(ValueError, match="^conv_filter_update: " + message):
+        device.ext.conv_filter_update_workspace_floats(n, c_in, c_out, height, width, k, True)
+    with pytest.raises(ValueError, match="^conv_filter_update: " + message):
+        device.ext.conv_filter_update(1, 1, 1, 1, 1, 1, 1 << 40, n, c_in, c_out, height, width, k, 0.1, 0)  # db: bias
+
+
+def test_conv_filter_update_layer_sized_and_deterministic(xp, rng):  # ~1 s on the simulator (v2)
     z = rng.standard_normal((50, 32, 14, 14)).astype(np.float32)
     e = rng.standard_normal((50, 64, 14, 14)).astype(np.float32)
-    zg, eg = cp.asarray(z), cp.asarray(e)
+    zg, eg = xp.array(z), xp.array(e)
     dw, db, de = ops.conv_filter_update(zg, eg, 3, gamma=0.1)
     want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), 3)
     bound = reference.conv2d_filter_grad(np.abs(z).astype(np.float64), np.abs(e).astype(np.float64), 3)
-    # each thread sums ~9800/256 terms in order, then an 8-level tree: error <~ 50·eps·Σ|terms|
+    # 52 splits of 192 positions summed in order, then the 52 partials in order: a worst-case bound of
+    # ~244·eps·Σ|terms|; rounding errors of random signs grow like its square root: <~ 50·eps·Σ|terms|
     assert_close(dw, want, atol=50 * EPS32 * bound, what="dW")
     assert_close(db, e.astype(np.float64).sum(axis=(0, 2, 3)), atol=50 * EPS32 * np.abs(e).sum(axis=(0, 2, 3)))
     assert_close(de, 0.1 * want, atol=0.1 * 50 * EPS32 * bound + 1e-7 * np.abs(want), what="dE")
@@ -308,21 +384,23 @@ def test_conv_filter_update_layer_sized_and_deterministic(cp, rng):
         assert bool((first == second).all()), "the fixed-order reduction must be bitwise reproducible"
 
 
-def test_empty_batch(cp):
-    z, e = cp.zeros((0, 2, 5, 5), np.float32), cp.zeros((0, 3, 5, 5), np.float32)
+def test_empty_batch(xp):
+    z, e = xp.zeros((0, 2, 5, 5), np.float32), xp.zeros((0, 3, 5, 5), np.float32)
     dw, db, _ = ops.conv_filter_update(
-        z, e, 3, out=(poisoned(cp, (3, 2, 3, 3)), poisoned(cp, (3,)), poisoned(cp, (3, 2, 3, 3)))
+        z, e, 3, out=(poisoned(xp, (3, 2, 3, 3)), poisoned(xp, (3,)), poisoned(xp, (3, 2, 3, 3)))
     )
     assert_equal(dw, np.zeros((3, 2, 3, 3)), "dW of an empty batch")  # an empty sum is 0, not garbage
     assert_equal(db, np.zeros(3), "db of an empty batch")
-    h, out, argmax = ops.conv_block_fwd(z, cp.ones((3, 2, 3, 3), np.float32))
+    h, out, argmax = ops.conv_block_fwd(z, xp.ones((3, 2, 3, 3), np.float32))
     assert h.shape == (0, 3, 5, 5) and out.shape == argmax.shape == (0, 3, 2, 2)
 
 
-def test_runs_on_the_current_stream(cp, rng):
+def test_runs_on_the_current_stream(device, xp, rng):
+    if device.simulated:
+        pytest.skip("the simulator runs every launch synchronously on stream 0")
     x, w = ints(rng, (2, 3, 7, 7)), ints(rng, (5, 3, 3, 3))
-    with cp.cuda.Stream(non_blocking=True) as stream:
-        h, _, _ = ops.conv_block_fwd(cp.asarray(x), cp.asarray(w))
+    with xp.cuda.Stream(non_blocking=True) as stream:
+        h, _, _ = ops.conv_block_fwd(xp.array(x), xp.array(w))
         stream.synchronize()
     assert_equal(h, reference.conv2d(x.astype(np.float64), w.astype(np.float64)), "h")
 
@@ -330,38 +408,39 @@ def test_runs_on_the_current_stream(cp, rng):
 # ---------------------------------------------------------------- argument checks
 
 
-def test_bad_arguments_name_op_and_argument(cp):
-    x = cp.zeros((2, 3, 6, 6), np.float32)
-    w = cp.zeros((4, 3, 3, 3), np.float32)
-    e = cp.zeros((2, 4, 3, 3), np.float32)
-    idx = cp.zeros((2, 3, 3, 3), np.uint8)
+def test_bad_arguments_name_op_and_argument(xp):
+    x = xp.zeros((2, 3, 6, 6), np.float32)
+    w = xp.zeros((4, 3, 3, 3), np.float32)
+    e = xp.zeros((2, 4, 3, 3), np.float32)
+    idx = xp.zeros((2, 3, 3, 3), np.uint8)
     cases = [
         (lambda: ops.conv_block_fwd(x.astype(np.float64), w), "conv_block_fwd: x must be float32"),
         (lambda: ops.conv_block_fwd(x[:, :, :, ::2], w), "conv_block_fwd: x must be C-contiguous"),
-        (lambda: ops.conv_block_fwd(x, cp.zeros((4, 3, 2, 2), np.float32)), "conv_block_fwd: w must be .* odd k"),
-        (lambda: ops.conv_block_fwd(x, cp.zeros((4, 2, 3, 3), np.float32)), "conv_block_fwd: x must be .* C_in=2"),
-        (lambda: ops.conv_block_fwd(x, w, cp.zeros(5, np.float32)), "conv_block_fwd: b must be"),
+        (lambda: ops.conv_block_fwd(x, xp.zeros((4, 3, 2, 2), np.float32)), "conv_block_fwd: w must be .* odd k"),
+        (lambda: ops.conv_block_fwd(x, xp.zeros((4, 2, 3, 3), np.float32)), "conv_block_fwd: x must be .* C_in=2"),
+        (lambda: ops.conv_block_fwd(x, w, xp.zeros(5, np.float32)), "conv_block_fwd: b must be"),
         (lambda: ops.conv_block_fwd(x, w, activation="gelu"), "conv_block_fwd: activation must be one of"),
         (lambda: ops.conv_block_fwd(x, w, dropout=1.0), r"conv_block_fwd: dropout must be in \[0, 1\)"),
         (lambda: ops.conv_block_fwd(x, w, dropout=0.1, dropout_key=-1), "conv_block_fwd: dropout_key"),
-        (lambda: ops.conv_block_fwd(np.zeros((2, 3, 6, 6), np.float32), w), "conv_block_fwd: x must be a cupy.ndarray"),
+        (lambda: ops.conv_block_fwd(x, foreign(xp, (4, 3, 3, 3))), "conv_block_fwd: w must be a .*ndarray on device"),
+        (lambda: ops.conv_error_proj(e, w, foreign(xp, (2, 3, 6, 6))), "conv_error_proj: h must be a .*ndarray on"),
         (lambda: ops.conv_error_proj(e, w, x, idx, rule="fa"), "conv_error_proj: rule must be one of"),
         (lambda: ops.conv_error_proj(e, w, x, idx, activation="signum", rule="bp"), "conv_error_proj: rule 'bp' needs"),
         (lambda: ops.conv_error_proj(e, w, x, idx, beta=float("nan")), "conv_error_proj: beta must be a finite"),
         (
-            lambda: ops.conv_error_proj(e, w, cp.zeros((2, 3, 5, 5), np.float32), idx),
+            lambda: ops.conv_error_proj(e, w, xp.zeros((2, 3, 5, 5), np.float32), idx),
             "conv_error_proj: h .* must pool to",
         ),
         (lambda: ops.conv_error_proj(e, w, x, idx.astype(np.int32)), "conv_error_proj: argmax must be uint8"),
         (lambda: ops.conv_error_proj(e, w, x), "conv_error_proj: h must be .* H=3"),
         (
-            lambda: ops.unpool_error(cp.zeros((2, 3, 3, 3), np.float32), x, idx[:, :, :2]),
+            lambda: ops.unpool_error(xp.zeros((2, 3, 3, 3), np.float32), x, idx[:, :, :2]),
             "unpool_error: argmax must be",
         ),
         (lambda: ops.conv_proj(e, w[:3]), "conv_proj: e must be .* C_out=3"),
         (lambda: ops.unpool_bilinear(e, (0, 4)), "unpool_bilinear: out_hw must be a positive integer"),
         (lambda: ops.unpool_bilinear(e, 6), "unpool_bilinear: out_hw must be a pair"),
-        (lambda: ops.conv_filter_update(x, cp.zeros((2, 4, 5, 6), np.float32), 3), "conv_filter_update: e must be"),
+        (lambda: ops.conv_filter_update(x, xp.zeros((2, 4, 5, 6), np.float32), 3), "conv_filter_update: e must be"),
         (lambda: ops.conv_filter_update(x, x, 2), "conv_filter_update: k must be odd"),
         (lambda: ops.conv_filter_update(x, x, 3, gamma=float("inf")), "conv_filter_update: gamma must be a finite"),
         (lambda: ops.conv_filter_update(x, x, 3, out=(x,)), "conv_filter_update: out must be None or a tuple of 3"),
@@ -369,3 +448,24 @@ def test_bad_arguments_name_op_and_argument(cp):
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_launchers_recheck_their_arguments(device, xp):
+    """The raw launchers (below the Python checks) refuse bad sizes and codes themselves, naming the op."""
+    C, ptr = device.ext, device.ptr
+    z = xp.zeros((1, 2, 5, 5), np.float32)
+    w = xp.zeros((2, 2, 3, 3), np.float32)
+    codes = xp.zeros((1, 2, 5, 5), np.uint8)
+    with pytest.raises(ValueError, match="^conv_filter_update: kernel size k must be odd"):
+        C.conv_filter_update(ptr(z), ptr(z), ptr(w), 0, ptr(w), ptr(w), w.size, 1, 2, 2, 5, 5, 2, 0.1, 0)
+    with pytest.raises(ValueError, match="^conv_filter_update_v1: kernel size k must be odd"):
+        C.conv_filter_update_v1(ptr(z), ptr(z), ptr(w), 0, ptr(w), 1, 2, 2, 5, 5, 2, 0.1, 0)
+    with pytest.raises(ValueError, match=r"^conv_error_proj: pooled size \(5, 5\) must be h's size"):
+        C.conv_error_proj(ptr(z), ptr(w), ptr(z), ptr(codes), ptr(z), 1, 2, 2, 5, 5, 5, 5, 3, True, 0, 0, 0.9, 0, 0,
+                          1.0, 0)
+    with pytest.raises(ValueError, match="^conv_error_proj: rule bp needs"):
+        C.conv_error_proj(ptr(z), ptr(w), ptr(z), 0, ptr(z), 1, 2, 2, 5, 5, 5, 5, 3, False, 1,
+                          reference.ACTIVATION_CODES["signum"], 0.9, 0, 0, 1.0, 0)
+    with pytest.raises(ValueError, match="^conv_block_fwd: dropout threshold must be < 2"):
+        C.conv_block_fwd(ptr(z), ptr(w), 0, ptr(z), ptr(z), ptr(codes), 1, 2, 2, 5, 5, 3, 0, True, False, 0, 1 << 24,
+                         1.0, 0)

@@ -1,4 +1,4 @@
-"""GPU tests of ``ekdaa_cuda.ops.optim.MultiTensorOptimizer`` (kernels in ``csrc/optim.cu``).
+"""Tests of ``ekdaa_cuda.ops.optim.MultiTensorOptimizer`` (kernels in ``csrc/optim.cu``).
 
 Several steps of sgd / adam / rmsprop over a list of tensors of awkward sizes (1, primes,
 chunk ± 1, several chunks) with per-tensor learning rates, Pascanu rescaling off and on, are
@@ -7,13 +7,16 @@ compared with the NumPy backend's optimizer (``ekdaa_cuda.optim.Optimizer``, bui
 reproducible, the update-address table is rebuilt when the update arrays change, state
 dicts round-trip, and bad arguments raise ValueError naming the argument.
 
-Run: ``pytest tests/gpu/test_ops_optim.py`` (skipped without a CUDA device).
+Run: ``pytest tests/gpu/test_ops_optim.py`` (on the CPU simulator, and on the GPU when there is
+one; ``--device`` picks one). On the simulator every op call also runs under several thread
+schedules and worker counts, bitwise equal (tests/gpu/conftest.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import foreign, host
 
 from ekdaa_cuda import reference
 from ekdaa_cuda.optim import Optimizer
@@ -24,11 +27,6 @@ HYPER = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "decay": 0.
 LR, STEPS, RHO = 1e-2, 4, 1.0
 
 
-@pytest.fixture
-def cp():
-    import cupy
-
-    return cupy
 
 
 @pytest.fixture
@@ -39,10 +37,8 @@ def optim():
 
 
 @pytest.fixture
-def shapes():
-    from ekdaa_cuda import _C
-
-    chunk = int(_C.OPTIM_CHUNK)
+def shapes(device):
+    chunk = int(device.ext.OPTIM_CHUNK)
     return [(17, 33), (17,), (33, 17), (1,), (3, 3, 3, 3), (chunk - 1,), (chunk + 1,), (2 * chunk + 5,)]
 
 
@@ -61,17 +57,17 @@ def random_grads(rng, shapes, rescale):
 
 @pytest.mark.parametrize("kind", reference.OPTIMIZERS)
 @pytest.mark.parametrize("rescale", [False, True], ids=["rho_off", "rho_on"])
-def test_steps_match_reference(cp, optim, rng, shapes, kind, rescale):
+def test_steps_match_reference(xp, optim, rng, shapes, kind, rescale):
     rho = RHO if rescale else 0.0
     params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     lr_scale = [float(rng.choice([0.5, 1.0, 2.0])) for _ in shapes]
-    gpu_params = [cp.asarray(p) for p in params]
+    gpu_params = [xp.array(p) for p in params]
     opt = optim.MultiTensorOptimizer(gpu_params, kind=kind, lr=LR, rho=rho, **HYPER)
     oracles = [Optimizer(kind, lr=LR * s, rho=rho, **HYPER) for s in lr_scale]
     ref_params = [{"p": p.astype(np.float64)} for p in params]
     for _ in range(STEPS):
         grads = random_grads(rng, shapes, rescale)
-        opt.step([cp.asarray(g) for g in grads], lr_scale=lr_scale)
+        opt.step([xp.array(g) for g in grads], lr_scale=lr_scale)
         for i, (oracle, g) in enumerate(zip(oracles, grads)):
             ref_params[i], state, t = oracle.apply(ref_params[i], {"p": g.astype(np.float64)})
             oracle.commit(state, t)
@@ -80,7 +76,7 @@ def test_steps_match_reference(cp, optim, rng, shapes, kind, rescale):
     assert int(state["t"]) == STEPS
     for i, (p, ref, oracle) in enumerate(zip(gpu_params, ref_params, oracles)):
         # float32 steps: a few ulp of |p| ~ 1 plus the rounding of lr-sized updates, 4 steps.
-        np.testing.assert_allclose(p.get(), ref["p"], rtol=1e-5, atol=1e-6, err_msg=f"{kind} params[{i}]")
+        np.testing.assert_allclose(host(p), ref["p"], rtol=1e-5, atol=1e-6, err_msg=f"{kind} params[{i}]")
         for slot in optim.STATE_SLOTS[kind]:
             # state: float32 running sums of O(1) terms; ~STEPS ulp(1) absolute where terms cancel
             np.testing.assert_allclose(
@@ -89,79 +85,79 @@ def test_steps_match_reference(cp, optim, rng, shapes, kind, rescale):
 
 
 @pytest.mark.parametrize("kind", reference.OPTIMIZERS)
-def test_steps_are_reproducible(cp, optim, rng, shapes, kind):
+def test_steps_are_reproducible(xp, optim, rng, shapes, kind):
     params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     runs = []
     for _ in range(2):
-        gpu_params = [cp.asarray(p) for p in params]
+        gpu_params = [xp.array(p) for p in params]
         opt = optim.MultiTensorOptimizer(gpu_params, kind=kind, lr=LR, rho=RHO, **HYPER)
         runs.append((gpu_params, opt))
     for _ in range(3):
-        grads = [cp.asarray(g) for g in random_grads(rng, shapes, True)]
+        grads = [xp.array(g) for g in random_grads(rng, shapes, True)]
         for _, opt in runs:
             opt.step(grads)
     for a, b in zip(runs[0][0], runs[1][0]):
-        assert a.get().tobytes() == b.get().tobytes()
+        assert host(a).tobytes() == host(b).tobytes()
 
 
-def test_update_arrays_reused_in_place(cp, optim, rng, shapes):
+def test_update_arrays_reused_in_place(xp, optim, rng, shapes):
     """Same update values through fresh arrays each step or through arrays overwritten in place."""
     params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     grads = [random_grads(rng, shapes, True) for _ in range(3)]
-    fresh_params = [cp.asarray(p) for p in params]
-    reused_params = [cp.asarray(p) for p in params]
+    fresh_params = [xp.array(p) for p in params]
+    reused_params = [xp.array(p) for p in params]
     fresh = optim.MultiTensorOptimizer(fresh_params, kind="adam", lr=LR, rho=RHO)
     reused = optim.MultiTensorOptimizer(reused_params, kind="adam", lr=LR, rho=RHO)
-    buffers = [cp.empty(s, dtype=np.float32) for s in shapes]
+    buffers = [xp.empty(s, dtype=np.float32) for s in shapes]
     for step_grads in grads:
-        fresh.step([cp.asarray(g) for g in step_grads], lr_scale=[2.0] * len(shapes))
+        fresh.step([xp.array(g) for g in step_grads], lr_scale=[2.0] * len(shapes))
         for buf, g in zip(buffers, step_grads):
-            buf.set(g)
+            buf[...] = xp.array(g)
         reused.step(buffers, lr_scale=[2.0] * len(shapes))
     for a, b in zip(fresh_params, reused_params):
-        assert a.get().tobytes() == b.get().tobytes()
+        assert host(a).tobytes() == host(b).tobytes()
 
 
-def test_zero_lr_scale_freezes_a_tensor(cp, optim, rng):
+def test_zero_lr_scale_freezes_a_tensor(xp, optim, rng):
     p0, p1 = (rng.standard_normal(s).astype(np.float32) for s in [(5, 7), (11,)])
-    params = [cp.asarray(p0), cp.asarray(p1)]
+    params = [xp.array(p0), xp.array(p1)]
     opt = optim.MultiTensorOptimizer(params, kind="sgd", lr=LR, momentum=0.9)
     for _ in range(2):
-        opt.step([cp.asarray(rng.standard_normal(p.shape).astype(np.float32)) for p in params], lr_scale=[0.0, 1.0])
-    np.testing.assert_array_equal(params[0].get(), p0)
-    assert not np.array_equal(params[1].get(), p1)
+        opt.step([xp.array(rng.standard_normal(p.shape).astype(np.float32)) for p in params], lr_scale=[0.0, 1.0])
+    np.testing.assert_array_equal(host(params[0]), p0)
+    assert not np.array_equal(host(params[1]), p1)
 
 
-def test_empty_tensor_in_list(cp, optim, rng):
-    params = [cp.zeros((0,), dtype=np.float32), cp.asarray(rng.standard_normal(13).astype(np.float32))]
-    before = params[1].get()
+def test_empty_tensor_in_list(xp, optim, rng):
+    params = [xp.zeros((0,), dtype=np.float32), xp.array(rng.standard_normal(13).astype(np.float32))]
+    before = host(params[1])
     opt = optim.MultiTensorOptimizer(params, kind="sgd", lr=LR, momentum=0.0, rho=RHO)
     g = rng.standard_normal(13).astype(np.float32)
-    opt.step([cp.zeros((0,), dtype=np.float32), cp.asarray(g)])
+    opt.step([xp.zeros((0,), dtype=np.float32), xp.array(g)])
     g64 = reference.pascanu_rescale(g.astype(np.float64), RHO)
-    np.testing.assert_allclose(params[1].get(), before - LR * g64, rtol=1e-6, atol=1e-7)  # one float32 step
+    np.testing.assert_allclose(host(params[1]), before - LR * g64, rtol=1e-6, atol=1e-7)  # one float32 step
 
 
 @pytest.mark.parametrize("kind", reference.OPTIMIZERS)
-def test_state_dict_round_trip(cp, optim, rng, shapes, kind):
-    params = [cp.asarray(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+def test_state_dict_round_trip(xp, optim, rng, shapes, kind):
+    params = [xp.array(rng.standard_normal(s).astype(np.float32)) for s in shapes]
     a = optim.MultiTensorOptimizer(params, kind=kind, lr=LR, rho=RHO)
     for _ in range(2):
-        a.step([cp.asarray(g) for g in random_grads(rng, shapes, True)])
+        a.step([xp.array(g) for g in random_grads(rng, shapes, True)])
     copies = [p.copy() for p in params]
     b = optim.MultiTensorOptimizer(copies, kind=kind, lr=LR, rho=RHO)
     b.load_state_dict(a.state_dict())
     assert b.t == a.t == 2
     for _ in range(2):
-        grads = [cp.asarray(g) for g in random_grads(rng, shapes, True)]
+        grads = [xp.array(g) for g in random_grads(rng, shapes, True)]
         a.step(grads)
         b.step(grads)
     for pa, pb in zip(params, copies):
-        assert pa.get().tobytes() == pb.get().tobytes()
+        assert host(pa).tobytes() == host(pb).tobytes()
 
 
-def test_load_state_dict_rejects_mismatch(cp, optim, rng):
-    params = [cp.zeros((3, 4), dtype=np.float32)]
+def test_load_state_dict_rejects_mismatch(xp, optim, rng):
+    params = [xp.zeros((3, 4), dtype=np.float32)]
     opt = optim.MultiTensorOptimizer(params, kind="adam")
     state = opt.state_dict()
     with pytest.raises(ValueError, match=r"MultiTensorOptimizer.load_state_dict: state keys"):
@@ -170,51 +166,61 @@ def test_load_state_dict_rejects_mismatch(cp, optim, rng):
         opt.load_state_dict({**state, "m.0": np.zeros((4, 3), np.float32)})
 
 
-def _bad_step(optim, cp, grads, lr_scale=None):
-    opt = optim.MultiTensorOptimizer([cp.zeros((3, 4), np.float32), cp.zeros(5, np.float32)])
-    opt.step(grads(cp), lr_scale=lr_scale)
+def _bad_step(optim, xp, grads, lr_scale=None):
+    opt = optim.MultiTensorOptimizer([xp.zeros((3, 4), np.float32), xp.zeros(5, np.float32)])
+    opt.step(grads(xp), lr_scale=lr_scale)
 
 
 BAD_CASES = {
     "grads count": (
-        lambda optim, cp: _bad_step(optim, cp, lambda cp: [cp.zeros((3, 4), np.float32)]),
+        lambda optim, xp: _bad_step(optim, xp, lambda xp: [xp.zeros((3, 4), np.float32)]),
         r"MultiTensorOptimizer.step: grads must be a list of 2 arrays",
     ),
     "grads shape": (
-        lambda optim, cp: _bad_step(optim, cp, lambda cp: [cp.zeros((3, 4), np.float32), cp.zeros(6, np.float32)]),
+        lambda optim, xp: _bad_step(optim, xp, lambda xp: [xp.zeros((3, 4), np.float32), xp.zeros(6, np.float32)]),
         r"MultiTensorOptimizer.step: grads\[1\] must be float32 .* d0=5",
     ),
     "grads dtype": (
-        lambda optim, cp: _bad_step(optim, cp, lambda cp: [cp.zeros((3, 4)), cp.zeros(5, np.float32)]),
+        lambda optim, xp: _bad_step(optim, xp, lambda xp: [xp.zeros((3, 4)), xp.zeros(5, np.float32)]),
         r"MultiTensorOptimizer.step: grads\[0\] must be float32",
     ),
     "lr_scale": (
-        lambda optim, cp: _bad_step(
-            optim, cp, lambda cp: [cp.zeros((3, 4), np.float32), cp.zeros(5, np.float32)], lr_scale=[1.0, -1.0]
+        lambda optim, xp: _bad_step(
+            optim, xp, lambda xp: [xp.zeros((3, 4), np.float32), xp.zeros(5, np.float32)], lr_scale=[1.0, -1.0]
         ),
         r"MultiTensorOptimizer.step: lr_scale\[1\] must be >= 0",
     ),
     "params dtype": (
-        lambda optim, cp: optim.MultiTensorOptimizer([cp.zeros(3)]),
+        lambda optim, xp: optim.MultiTensorOptimizer([xp.zeros(3)]),
         r"MultiTensorOptimizer: params\[0\] must be float32",
     ),
     "params strided": (
-        lambda optim, cp: optim.MultiTensorOptimizer([cp.zeros((4, 3), np.float32).T]),
+        lambda optim, xp: optim.MultiTensorOptimizer([xp.zeros((4, 3), np.float32).T]),
         r"MultiTensorOptimizer: params\[0\] must be C-contiguous",
     ),
     "params repeated": (
-        lambda optim, cp: optim.MultiTensorOptimizer([cp.zeros(3, np.float32)] * 2),
+        lambda optim, xp: optim.MultiTensorOptimizer([xp.zeros(3, np.float32)] * 2),
         r"MultiTensorOptimizer: params must be distinct",
     ),
+    "grads other device": (
+        lambda optim, xp: _bad_step(optim, xp, lambda xp: [xp.zeros((3, 4), np.float32), foreign(xp, (5,))]),
+        r"MultiTensorOptimizer.step: grads\[1\] must be a .*ndarray on device",
+    ),
     "kind": (
-        lambda optim, cp: optim.MultiTensorOptimizer([cp.zeros(3, np.float32)], kind="adagrad"),
+        lambda optim, xp: optim.MultiTensorOptimizer([xp.zeros(3, np.float32)], kind="adagrad"),
         r"MultiTensorOptimizer: kind must be one of",
     ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_CASES))
-def test_bad_arguments(cp, optim, case):
+def test_bad_arguments(xp, optim, case):
     call, match = BAD_CASES[case]
     with pytest.raises(ValueError, match=match):
-        call(optim, cp)
+        call(optim, xp)
+
+
+def test_launcher_rechecks_the_optimizer_kind(device):
+    """Below the Python checks, the raw launcher refuses an unknown optimizer code itself."""
+    with pytest.raises(ValueError, match=r"^optim_update: kind must be 0 \(sgd\), 1 \(adam\) or 2 \(rmsprop\), got 7"):
+        device.ext.optim_update(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0.9, 0.9, 0.999, 1.0, 1.0, 0.9, 1e-8, 0.0, 0)
