@@ -331,8 +331,8 @@ def main(argv=None) -> int:
                 return 2
             return _reproduce(args)
         return _info()
-    except KeyboardInterrupt:  # outside the training loop (loading data, reproduce): nothing to save
-        print("\ninterrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop (loading data, reproduce)
+        print("\ninterrupted: nothing more was saved (a checkpoint already in --out is unchanged)", file=sys.stderr)
         return 130
 
 
