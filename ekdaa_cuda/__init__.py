@@ -10,18 +10,11 @@ compared with, with fused CUDA kernels and a NumPy reference backend.
 kernels on the CPU simulator ``ekdaa_cuda._sim`` (slow; for testing and debugging kernels).
 """
 
+__version__ = "0.1.0"  # before the imports: training records it
+
 from ._device import cuda_available, cuda_status, sim_available, sim_status
 from .model import RULES, Model, build_model
-
-__version__ = "0.1.0"
-
-
-def train(*args, **kwargs):
-    """Train a model end to end; see ``ekdaa_cuda.training.train``."""
-    from .training import train as _train
-
-    return _train(*args, **kwargs)
-
+from .training import train
 
 __all__ = ["RULES", "Model", "__version__", "build_model", "cuda_available", "cuda_status", "sim_available",
            "sim_status", "train"]

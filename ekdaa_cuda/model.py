@@ -75,21 +75,61 @@ def resolve_options(options: dict) -> dict:
     if options.get("variant", "paper") == "release":
         opts.update(RELEASE_VARIANT)
     if "dropout" in options:  # one value for every hidden layer
+        check_range("dropout", options["dropout"])
         opts["dropout_conv"] = opts["dropout_fc"] = options["dropout"]
     opts.update({k: v for k, v in options.items() if k in DEFAULT_OPTIONS})
     for key, choices in _CHOICES.items():
         if opts[key] not in choices:
             raise ValueError(f"option {key}={opts[key]!r} is not one of {', '.join(choices)}")
     ref.check_activation(opts["activation"])
-    for key in ("beta", "gamma", "lr", "rho", "dropout_conv", "dropout_fc", "kp_decay"):
-        if not isinstance(opts[key], (int, float)) or not math.isfinite(opts[key]):
-            raise ValueError(f"option {key} must be a finite number, got {opts[key]!r}")
-    for key in ("dropout_conv", "dropout_fc"):
-        if not 0.0 <= opts[key] < 1.0:
-            raise ValueError(f"option {key} must be in [0, 1), got {opts[key]!r}")
-    if opts["kp_decay"] < 0:
-        raise ValueError(f"option kp_decay must be >= 0, got {opts['kp_decay']!r}")
+    for key, (ok, what) in OPTION_RANGES.items():
+        if key in opts:
+            check_range(key, opts[key], ok, what)
+    if not isinstance(opts["bias"], (bool, np.bool_)):
+        raise ValueError(f"option bias must be True or False, got {opts['bias']!r}")
     return opts
+
+
+# The allowed range of every numeric option: (test, description for the message). Shared with the
+# CLI, which checks a flag's value with the same test as soon as it is parsed.
+OPTION_RANGES = {
+    "beta": (lambda v: v >= 0, ">= 0 (the step of the target y = φ(h − βd))"),
+    "gamma": (lambda v: v >= 0, ">= 0 (the scale of the error-kernel update ΔE = γΔW)"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "eps": (lambda v: v > 0, "> 0"),
+    "decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "rho": (lambda v: v >= 0, ">= 0 (0 turns Pascanu rescaling off)"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dropout_conv": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dropout_fc": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "kp_decay": (lambda v: v >= 0, ">= 0"),
+}
+
+
+def check_range(key: str, value, ok=None, what: str | None = None) -> None:
+    """Raise ValueError naming option ``key`` unless ``value`` is a finite number in its range."""
+    if ok is None:
+        ok, what = OPTION_RANGES[key]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise ValueError(f"option {key} must be a finite number, got {value!r}")
+    if not ok(value):
+        raise ValueError(f"option {key} must be {what}, got {value!r}")
+
+
+def check_widths(widths) -> list[int]:
+    """``widths`` as a list of positive ints, or a ValueError naming the option."""
+    try:
+        values = list(widths)
+    except TypeError:
+        raise ValueError(f"option widths must be a sequence of positive ints, got {widths!r}") from None
+    bad = [w for w in values if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer)) or w < 1]
+    if not values or bad:
+        raise ValueError(f"option widths must be a non-empty sequence of positive ints, got {widths!r}")
+    return [int(w) for w in values]
 
 
 class Model:
@@ -440,6 +480,8 @@ def build_model(preset_or_layers="fmnist", rule: str = "ekdaa", backend: str = "
     input_shape=(C, H, W) for a list of layers.
     """
     widths = options.pop("widths", None)
+    if widths is not None:
+        widths = check_widths(widths)
     input_shape = options.pop("input_shape", None)
     if isinstance(preset_or_layers, str):
         layers, shape = preset_layers(preset_or_layers, widths)

@@ -1,5 +1,6 @@
 """Figures for ``ekdaa_cuda.reproduce``: learning curves (paper Fig. 3), t-SNE of the last hidden
-layer (Fig. 4) and update/feedback alignment over training.
+layer (Fig. 4), update/feedback alignment over training, and one run's learning curves
+(``curves.png`` of ``ekdaa-cuda train --out``).
 
 matplotlib (Agg backend, no display needed) and scikit-learn are imported only when a figure
 is drawn: ``pip install "ekdaa-cuda[plot]"``. Every function writes one PNG and returns its path.
@@ -71,6 +72,29 @@ def learning_curves(histories: dict, path, title: str = "") -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("accuracy (%)")
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="method (seeds)")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def run_curves(history: list, path, title: str = "") -> Path:
+    """One run's learning curves: train and test loss (left) and accuracy (right) per epoch, from
+    ``training.train``'s history records. The train figures are running means over the epoch."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    marker = "o" if len(epochs) < 30 else None
+    for ax, key, label in ((axes[0], "loss", "cross-entropy loss"), (axes[1], "accuracy", "accuracy (%)")):
+        scale = 100 if key == "accuracy" else 1
+        ax.plot(epochs, [scale * r[f"train_{key}"] for r in history], "--", marker=marker, label="train (running)")
+        ax.plot(epochs, [scale * r[f"test_{key}"] for r in history], "-", marker=marker, label="test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

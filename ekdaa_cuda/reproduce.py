@@ -243,6 +243,7 @@ def run_trial(cfg: dict, seed: int, epochs: int, data, run_dir: Path, backend: s
     try:
         res = train(preset=cfg["preset"], rule=cfg["rule"], backend=backend, epochs=epochs,
                     batch_size=cfg["batch_size"], seed=seed, data=data, out_dir=run_dir, resume=resume,
+                    overwrite=not resume,  # a run left without a checkpoint (or with other settings) restarts
                     progress=progress, log=log, **cfg["options"])
     except TrainingDiverged as exc:  # recorded, left out of the means, counted in the table
         metrics = run_dir / "metrics.json"
