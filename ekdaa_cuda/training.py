@@ -197,6 +197,9 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         epoch, position, history = state["epoch"], state["position"], state["history"]
         partial = state.get("partial")
         log(f"resumed from {ckpt} at epoch {epoch + 1}, batch {position}, step {model.step_count}")
+        # metrics.json follows the checkpoint: a kill between the two writes (or a resume of a run
+        # that had already finished) would otherwise leave it an epoch behind for good
+        atomic_write_json(out / METRICS, {"run": run_args, "history": history})
 
     def diverged(where: str, why: str) -> TrainingDiverged:
         kept = f"; last good checkpoint: {out / CHECKPOINT}" if out is not None else ""
