@@ -243,3 +243,58 @@ def test_fuzz_svhn_mat(isolated, raw):
 def test_zz_report_fuzz_outcomes():
     """Prints how many fuzzed files each reader refused or loaded (run with -s)."""
     print({kind: dict(t) for kind, t in OUTCOMES.items()})
+
+
+# ---------------------------------------------------------------- regressions found by the fuzzing
+
+
+def test_mat_with_unknown_data_type_is_refused_before_scipy(isolated):
+    """A .mat whose label data has an unknown type code (3072) crashed the interpreter inside
+    scipy.io.loadmat (segfault, scipy 1.17); the tag check refuses it first."""
+    import scipy.io
+
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"X": np.zeros((32, 32, 3, 0), np.uint8), "y": np.zeros((0, 1), np.int64)})
+    raw = bytearray(buf.getvalue())
+    pos = raw.rindex((12).to_bytes(4, "little"))  # the miINT64 tag of y's (empty) data
+    raw[pos:pos + 4] = (3072).to_bytes(4, "little")
+    path = isolated / "test_32x32.mat"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="not a readable MATLAB file for SVHN.*unknown data type code 3072"):
+        load_dataset("svhn", "test", root=isolated, download=False)
+    for variables, message in [({"X": {"a": np.zeros(2)}, "y": np.ones((1, 1))}, "MATLAB class 2 is not a numeric"),
+                               ({"X": np.ones(2, np.complex64), "y": np.ones(1)}, "complex arrays")]:
+        scipy.io.savemat(path, variables)
+        with pytest.raises(DataError, match=message):
+            load_dataset("svhn", "test", root=isolated, download=False)
+
+
+def test_cifar_pickle_edge_cases(isolated):
+    folder = isolated / "cifar-10-batches-py"
+    folder.mkdir()
+    path = folder / "test_batch"
+
+    def load(batch, protocol=2):
+        path.write_bytes(pickle.dumps(batch, protocol=protocol) if not isinstance(batch, bytes) else batch)
+        return load_dataset("cifar10", "test", root=isolated, download=False)
+
+    pixels = np.arange(2 * 3072).astype(np.uint8).reshape(2, 3072)
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):  # protocol 5 stores arrays with _frombuffer
+        x, labels = load({b"data": pixels, b"labels": [3, 4]}, protocol)
+        assert x.shape == (2, 3, 32, 32) and list(labels) == [3, 4]
+    x, labels = load({b"data": np.zeros((0, 3072), np.uint8), b"labels": []})  # an empty batch
+    assert x.shape == (0, 3, 32, 32) and labels.shape == (0,)
+    with pytest.raises(DataError, match="b'labels' is not an array of integers"):
+        load({b"data": pixels, b"labels": [[1], 2]})
+
+    # a few bytes of file must not allocate gigabytes, nor pick codecs
+    def crafted(call: bytes) -> bytes:
+        return b"\x80\x02}q\x00(C\x04dataq\x01" + call + b"C\x06labelsq\x02]q\x03u."
+
+    big_bytes = crafted(b"c__builtin__\nbytes\nJ\x00\x00\x00\x40\x85R")  # bytes(2**30)
+    big_array = crafted(b"cnumpy\nndarray\nJ\x00\x00\x00\x40\x85R")  # ndarray((2**30,))
+    codec = crafted(b"c_codecs\nencode\nX\x01\x00\x00\x00xX\x04\x00\x00\x00zlibq\x04\x86R")
+    for raw, message in [(big_bytes, "refusing bytes"), (big_array, "refusing to call numpy.ndarray"),
+                         (codec, "refusing _codecs.encode with codec 'zlib'")]:
+        with pytest.raises(DataError, match=message):
+            load(raw)
