@@ -36,8 +36,10 @@ import gzip
 import hashlib
 import importlib
 import io
+import math
 import os
 import pickle
+import struct
 import tarfile
 import warnings
 import zlib
@@ -47,8 +49,10 @@ import numpy as np
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct as _numpy_reconstruct
+    from numpy._core.numeric import _frombuffer as _numpy_frombuffer
 except ImportError:  # numpy 1.x
     from numpy.core.multiarray import _reconstruct as _numpy_reconstruct
+    from numpy.core.numeric import _frombuffer as _numpy_frombuffer
 
 __all__ = [
     "DATASETS",
@@ -497,18 +501,58 @@ def _read_cifar_archive(archive: Path, split: str) -> tuple[list[str], list[tupl
     return names, raws
 
 
-# The only globals a pickled CIFAR-10 batch refers to: what it takes to rebuild numpy arrays.
+class _NdarrayToken:
+    """Stands for ``numpy.ndarray`` inside a CIFAR-10 pickle. A batch only passes it to
+    ``_reconstruct``; calling it (``ndarray(shape)``, which would allocate ``shape`` from a few
+    bytes of file) is refused."""
+
+    def __new__(cls, *args, **kwargs):
+        raise pickle.UnpicklingError("refusing to call numpy.ndarray")
+
+
+def _reconstruct(subtype, shape, dtype):
+    """numpy's ``_reconstruct`` for plain arrays only. The shape is ignored: numpy writes (0,)
+    and the array's real shape comes from ``__setstate__``, which checks it against the data."""
+    if subtype is not _NdarrayToken:
+        raise pickle.UnpicklingError(f"refusing to reconstruct {subtype!r}, only numpy.ndarray")
+    return _numpy_reconstruct(np.ndarray, (0,), dtype)
+
+
+def _bytes(*args):
+    """``bytes()`` as protocol 2 uses it (``b""`` is written as ``bytes()``); ``bytes(n)`` would
+    allocate n bytes from a few bytes of file, so only an empty or a bytes argument is allowed."""
+    if not args:
+        return b""
+    if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
+        return bytes(args[0])
+    raise pickle.UnpicklingError("refusing bytes() with an argument other than bytes")
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode(str, "latin1")``, how Python 3 writes bytes in protocol 2; other codecs refused."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with codec {encoding!r}")
+    return codecs.encode(text, encoding)
+
+
+# The only globals a pickled CIFAR-10 batch refers to: what it takes to rebuild numpy arrays and
+# bytes, in protocols 2 to 5 (protocol 5 arrays use _frombuffer over the file's own bytes).
 _PICKLE_GLOBALS = {
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
+    ("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
+    ("numpy", "ndarray"): _NdarrayToken,
     ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): codecs.encode,  # how Python 3 writes bytes in protocol 2
+    ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytes"): _bytes,
+    ("__builtin__", "bytes"): _bytes,
 }
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """An unpickler that can only rebuild numpy arrays, so a crafted file cannot run code."""
+    """An unpickler that can only rebuild numpy arrays and bytes, so a crafted file cannot run code
+    (nor make a few bytes of file allocate gigabytes)."""
 
     def find_class(self, module: str, name: str):
         try:
@@ -531,26 +575,122 @@ def _parse_cifar_batch(raw: bytes, where: str | Path) -> tuple[np.ndarray, np.nd
         raise DataError(f"{where}: b'data' is a {type(data).__name__}, expected a numpy array")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{where}: b'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
-    labels = np.asarray(batch[b"labels"])
+    raw_labels = batch[b"labels"]
+    try:
+        labels = np.asarray(raw_labels, dtype=np.int64 if isinstance(raw_labels, list) and not raw_labels else None)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # ragged or odd values
+        raise DataError(f"{where}: b'labels' is not an array of integers ({type(exc).__name__}: {exc})") from exc
     if labels.shape != (len(data),) or labels.dtype.kind not in "iu":
         raise DataError(
             f"{where}: b'labels' should be {len(data)} integers (one per image), got {labels.dtype} {labels.shape}"
         )
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise DataError(f"{where}: labels range {labels.min()}..{labels.max()}, expected 0..9")
-    return data.reshape(-1, 3, 32, 32), labels
+    return data.reshape(len(data), 3, 32, 32), labels
 
 
 # --------------------------------------------------------------------------------------------
 # SVHN (MATLAB v5 files)
 
 
+# MAT v5 data types: code -> item size (miINT8 .. miUTF32; 14 miMATRIX and 15 miCOMPRESSED are containers)
+_MI_SIZES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 9: 8, 12: 8, 13: 8, 16: 1, 17: 2, 18: 4}
+_MI_NUMERIC = {1, 2, 3, 4, 5, 6, 7, 9, 12, 13}
+_MX_NUMERIC = range(6, 16)  # mxDOUBLE_CLASS .. mxUINT64_CLASS; cells, structs, sparse, char... are not SVHN's
+_MAT_HEADER_PEEK = 4096  # bytes of a compressed variable decompressed to check its header
+
+
+def _check_mat5(raw: bytes, path: Path) -> None:
+    """Check the structure of a MATLAB v5 file before scipy reads it: every variable must be a real
+    numeric array whose element tags have known types and sizes that fit.
+
+    scipy's reader trusts these tags: a file with an unknown data-type code (fuzzing found one, a
+    249-byte file) makes ``scipy.io.loadmat`` read out of bounds and crash the interpreter with a
+    segmentation fault (scipy 1.17). This check reads only the tags (the first few kB of each
+    compressed variable), not the arrays.
+    """
+    def fail(why: str):
+        raise DataError(f"{path}: not a readable MATLAB file for SVHN ({why})")
+
+    if len(raw) < 128 or raw[:4] == b"\0\0\0\0":
+        fail("no MATLAB 5 header (MATLAB v4 files are not supported)")
+    endian = {b"IM": "<", b"MI": ">"}.get(raw[126:128])
+    if endian is None or int.from_bytes(raw[124:126], "little" if endian == "<" else "big") != 0x0100:
+        fail("the header's version / byte-order mark is not MATLAB 5's (v7.3 HDF5 files are not supported)")
+
+    def tag(buf: bytes, off: int, end: int) -> tuple[int, int, int]:
+        """(type, nbytes, data offset) of the element at ``off``; small elements pack into 8 bytes."""
+        if off + 8 > end:
+            fail(f"an element tag at byte {off} runs past the end of its container")
+        word, nbytes = struct.unpack_from(endian + "II", buf, off)
+        if word >> 16:  # small data element: nbytes in the high half, data in the next 4 bytes
+            return word & 0xFFFF, word >> 16, off + 4
+        return word, nbytes, off + 8
+
+    def check_matrix(buf: bytes, off: int, end: int, where: str, complete: bool) -> None:
+        """The miMATRIX body in buf[off:end]: flags, dims, name, real part. ``complete`` is False
+        for the peeked prefix of a compressed variable (its data may lie beyond ``end``)."""
+        kind, n, data = tag(buf, off, end)
+        if kind != 6 or n != 8 or data + 8 > end:
+            fail(f"{where}: bad array-flags element")
+        flags = struct.unpack_from(endian + "I", buf, data)[0]
+        mx_class, complex_ = flags & 0xFF, flags & 0x800
+        if mx_class not in _MX_NUMERIC:
+            fail(f"{where}: MATLAB class {mx_class} is not a numeric array")
+        if complex_:
+            fail(f"{where}: complex arrays are not supported")
+        off = data + 8
+        kind, n, data = tag(buf, off, end)
+        if kind != 5 or n < 8 or n % 4 or data + n > end:
+            fail(f"{where}: bad dimensions element")
+        dims = struct.unpack_from(endian + f"{n // 4}i", buf, data)
+        if min(dims) < 0:
+            fail(f"{where}: negative dimension in {dims}")
+        off = data + (n + 7) // 8 * 8 if data == off + 8 else off + 8
+        kind, n, data = tag(buf, off, end)
+        if kind != 1 or data + n > end:
+            fail(f"{where}: bad name element")
+        off = data + (n + 7) // 8 * 8 if data == off + 8 else off + 8
+        kind, n, data = tag(buf, off, end)
+        if kind not in _MI_NUMERIC:
+            fail(f"{where}: unknown data type code {kind}")
+        if n != math.prod(dims) * _MI_SIZES[kind]:
+            fail(f"{where}: {n} bytes of data for dimensions {dims}")
+        if complete and data + n > end:
+            fail(f"{where}: the data runs past the end of the variable")
+
+    off = 128
+    while off < len(raw):
+        kind, n, data = tag(raw, off, len(raw))
+        where = f"variable at byte {off}"
+        if data + n > len(raw):
+            fail(f"{where}: {n} bytes declared, the file ends {len(raw) - data} bytes later (truncated?)")
+        if kind == 14:
+            check_matrix(raw, data, data + n, where, complete=True)
+            off = data + (n + 7) // 8 * 8
+        elif kind == 15:
+            try:
+                head = zlib.decompressobj().decompress(raw[data:data + n], _MAT_HEADER_PEEK)
+            except zlib.error as exc:
+                fail(f"{where}: corrupt compressed data ({exc})")
+            inner, inner_n, inner_data = tag(head, 0, len(head))
+            if inner != 14:
+                fail(f"{where}: a compressed element holds type {inner}, not a matrix")
+            check_matrix(head, inner_data, min(inner_data + inner_n, len(head)), where,
+                         complete=inner_data + inner_n <= len(head))
+            off = data + n
+        else:
+            fail(f"{where}: element type {kind} at the top level (expected a matrix)")
+
+
 def _load_svhn(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     import scipy.io  # only SVHN needs it
 
     path = folder / _SVHN_FILES[split]
+    raw = path.read_bytes()
+    _check_mat5(raw, path)
     try:
-        mat = scipy.io.loadmat(path)
+        mat = scipy.io.loadmat(io.BytesIO(raw))
     except Exception as exc:  # scipy reports malformed files with many exception types
         raise DataError(f"{path}: not a readable MATLAB file ({type(exc).__name__}: {exc})") from exc
     if "X" not in mat or "y" not in mat:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,6 +64,16 @@ _CHOICES = {
     "optimizer": ref.OPTIMIZERS,
 }
 EVAL_BATCH = 500
+# the state each optimizer keeps per parameter (optimizer.<slot>.<parameter> in checkpoints)
+OPTIMIZER_SLOTS = {"sgd": ("v",), "adam": ("m", "v"), "rmsprop": ("s",)}
+
+
+class LoadResult(NamedTuple):
+    """What ``Model.load_state_dict`` did not load: the model's keys absent from the state, and
+    the state's keys the model does not have (like PyTorch's ``_IncompatibleKeys``)."""
+
+    missing_keys: list
+    unexpected_keys: list
 
 
 def resolve_options(options: dict) -> dict:
@@ -183,19 +194,46 @@ class Model:
         """Copies of every parameter as NumPy arrays, keyed ``<layer>.weight|bias|error_weight|feedback``."""
         return {k: self.backend.to_numpy(v) for k, v in self.params.items()}
 
-    def load_state_dict(self, state: dict) -> None:
-        missing = set(self.params) - set(state)
-        extra = set(state) - set(self.params)
-        if missing or extra:
-            raise ValueError(f"load_state_dict: missing keys {sorted(missing)}, unexpected keys {sorted(extra)}")
+    def load_state_dict(self, state: dict, strict: bool = True) -> LoadResult:
+        """Copy parameters from ``state`` (as made by ``state_dict``) into the model, in place.
+
+        ``strict=True`` (default): ``state`` must hold exactly this model's keys. ``strict=False``:
+        keys the model lacks are ignored and the model's own keys absent from ``state`` keep their
+        values (e.g. a torch ``state_dict`` without the ``error_weight`` keys). Either way every
+        array loaded must have the parameter's shape and be finite, and nothing changes unless all
+        of them do (ValueError naming the key). Returns ``LoadResult(missing_keys, unexpected_keys)``
+        like PyTorch's ``load_state_dict``.
+        """
+        new, result = self._checked_state(state, strict)
+        self._assign_params(new)
+        return result
+
+    def _checked_state(self, state: dict, strict: bool) -> tuple[dict, LoadResult]:
+        """The arrays of ``state`` to load, validated (shape, finiteness, keys), and the key report."""
+        if not hasattr(state, "keys"):
+            raise ValueError(f"load_state_dict: expected a dict of arrays, got {type(state).__name__}")
+        result = LoadResult(sorted(set(self.params) - set(state)), sorted(set(state) - set(self.params)))
+        if strict and (result.missing_keys or result.unexpected_keys):
+            raise ValueError(f"load_state_dict: missing keys {result.missing_keys}, "
+                             f"unexpected keys {result.unexpected_keys} (strict=False loads the keys that match)")
         new = {}
-        for k, v in state.items():
+        for k in self.params:
+            if k not in state:
+                continue
+            v = state[k]
+            if hasattr(v, "detach"):  # a torch tensor
+                v = v.detach().cpu().numpy()
             arr = np.asarray(v)
             if arr.shape != self.params[k].shape:
                 raise ValueError(f"load_state_dict: {k} has shape {arr.shape}, expected {self.params[k].shape}")
+            if arr.dtype.kind not in "fiu":
+                raise ValueError(f"load_state_dict: {k} has dtype {arr.dtype}, expected floating point")
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"load_state_dict: {k} contains NaN or inf")
             new[k] = arr
+        return new, result
+
+    def _assign_params(self, new: dict) -> None:
         for k, v in new.items():  # in place: an optimizer may hold references to the parameter arrays
             self.params[k][...] = self.backend.asarray(v)
 
@@ -444,10 +482,45 @@ class Model:
         return arrays
 
     def load_checkpoint_arrays(self, arrays: dict) -> None:
+        """Restore parameters, optimizer state and step count from ``checkpoint_arrays()``.
+
+        Everything is validated first (keys, shapes, finiteness, the optimizer's slots); on a
+        ValueError the model, its optimizer and its step count are unchanged."""
         params = {k.removeprefix("param."): v for k, v in arrays.items() if k.startswith("param.")}
-        self.load_state_dict(params)
-        self.optimizer.load_state_dict({k: v for k, v in arrays.items() if k.startswith("optimizer.")}, self.params)
-        self.step_count = int(arrays["step_count"])
+        new, _ = self._checked_state(params, strict=True)
+        if "step_count" not in arrays:
+            raise ValueError("checkpoint has no step_count")
+        step = np.asarray(arrays["step_count"])
+        if step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
+            raise ValueError(f"checkpoint step_count must be an integer >= 0, got {step.dtype} {step.shape}")
+        opt_state = {k: v for k, v in arrays.items() if k.startswith("optimizer.")}
+        self._check_optimizer_state(opt_state)
+        self.optimizer.load_state_dict(opt_state, self.params)
+        self._assign_params(new)
+        self.step_count = int(step)
+
+    def _check_optimizer_state(self, flat: dict) -> None:
+        """Raise ValueError unless ``flat`` is a valid optimizer state for this model's optimizer."""
+        slots = OPTIMIZER_SLOTS[self.opts["optimizer"]]
+        t = np.asarray(flat.get("optimizer.t", 0))
+        if t.shape != () or t.dtype.kind not in "iu" or int(t) < 0:
+            raise ValueError(f"optimizer.t must be an integer >= 0, got {t.dtype} {t.shape}")
+        seen: dict[str, set] = {}
+        for name, arr in flat.items():
+            if name == "optimizer.t":
+                continue
+            parts = name.split(".", 2)
+            if len(parts) != 3 or parts[1] not in slots or parts[2] not in self.params:
+                raise ValueError(f"optimizer state {name!r} does not belong to this model's {self.opts['optimizer']} "
+                                 f"optimizer (expected optimizer.<{'|'.join(slots)}>.<parameter>)")
+            arr = np.asarray(arr)
+            if arr.shape != self.params[parts[2]].shape or arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
+                raise ValueError(f"optimizer state {name!r} must be a finite float array of shape "
+                                 f"{self.params[parts[2]].shape}, got {arr.dtype} {arr.shape}")
+            seen.setdefault(parts[2], set()).add(parts[1])
+        partial = sorted(k for k, got in seen.items() if got != set(slots))
+        if partial:
+            raise ValueError(f"optimizer state of {partial} lacks some of the slots {list(slots)}")
 
 
 def _cap_peak(t):

@@ -256,8 +256,9 @@ def run_trial(cfg: dict, seed: int, epochs: int, data, run_dir: Path, backend: s
                "train_accuracy_running": res.train_accuracy, "history": res.history, "seconds": res.seconds,
                "images_per_second": res.images_per_second, "steps": res.steps}
     atomic_write_json(result_path, out)
-    if not keep_checkpoint and (run_dir / "checkpoint.npz").exists():
-        (run_dir / "checkpoint.npz").unlink()
+    if not keep_checkpoint:
+        for name in ("checkpoint.npz", "checkpoint.safetensors"):  # the weights beside it go too
+            (run_dir / name).unlink(missing_ok=True)
     return out
 
 

@@ -33,7 +33,8 @@ CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
 METRICS_CSV = "metrics.csv"
 CURVES = "curves.png"
-RUN_FILES = (CHECKPOINT, METRICS, METRICS_CSV, CURVES)  # what a run writes in its out_dir
+SAFETENSORS = "checkpoint.safetensors"  # the parameters alone, beside the .npz (optional package)
+RUN_FILES = (CHECKPOINT, SAFETENSORS, METRICS, METRICS_CSV, CURVES)  # what a run writes in its out_dir
 CSV_FIELDS = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")
 SCHEDULES = ("constant", "cosine")
 # train()'s keywords that are model options (ekdaa_cuda.model.DEFAULT_OPTIONS, plus dropout and widths)
@@ -116,22 +117,49 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+
+
 def save_checkpoint(path: Path, model: Model, state: dict) -> None:
+    """Write the checkpoint ``path`` (.npz, atomically); with the optional ``safetensors`` package
+    also the parameters alone as ``<path stem>.safetensors`` beside it, for other tools. The .npz
+    is the source of truth: the .safetensors file is written after it (so after a crash it can be
+    one checkpoint older; its metadata ``step_count`` says which step it holds)."""
     arrays = model.checkpoint_arrays()
     arrays["train_state_json"] = np.array(json.dumps(state))
     atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
+    from .export import safetensors_available, save_safetensors
+
+    if safetensors_available():
+        save_safetensors(model, Path(path).with_suffix(".safetensors"), {"step_count": model.step_count})
+
+
+_STATE_FIELDS = {"run_args": dict, "epoch": int, "position": int, "history": list}
 
 
 def load_checkpoint(path: Path) -> tuple[dict, dict]:
-    """(arrays, training state) from a checkpoint file; a clear error if it is unreadable."""
+    """(arrays, training state) from a checkpoint file; ValueError naming the file and the problem
+    if it is unreadable, truncated or incomplete. The file is only read."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+        if "train_state_json" not in arrays:
+            raise ValueError("it has no train_state_json entry")
         state = json.loads(str(arrays.pop("train_state_json")))
-    except FileNotFoundError:
+        if not isinstance(state, dict):
+            raise ValueError("train_state_json is not a JSON object")
+        for key, kind in _STATE_FIELDS.items():
+            if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+                raise ValueError(f"train_state_json has no valid {key!r} ({kind.__name__})")
+        if state["epoch"] < 0 or state["position"] < 0:
+            raise ValueError(f"train_state_json has a negative epoch/position ({state['epoch']}, {state['position']})")
+        partial = state.get("partial")
+        if partial is not None and not (isinstance(partial, list) and len(partial) == 3
+                                        and all(isinstance(v, (int, float)) for v in partial)):
+            raise ValueError(f"train_state_json has a malformed 'partial' entry {partial!r}")
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except Exception as exc:  # zipfile / json / key errors: a damaged file
-        raise ValueError(f"checkpoint {path} is unreadable or incomplete: {exc}") from exc
+    except Exception as exc:  # zipfile / npy format / json / memory errors: a damaged file
+        raise ValueError(f"checkpoint {path} is unreadable or incomplete: {type(exc).__name__}: {exc}") from exc
     return arrays, state
 
 
@@ -338,7 +366,10 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         if state["run_args"] != json.loads(json.dumps(run_args)):
             raise ValueError(f"resume: {ckpt} was written by a run with different settings:\n"
                              f"  checkpoint: {state['run_args']}\n  now:        {run_args}")
-        model.load_checkpoint_arrays(arrays)
+        try:
+            model.load_checkpoint_arrays(arrays)
+        except ValueError as exc:
+            raise ValueError(f"resume: checkpoint {ckpt} does not fit this model: {exc}") from exc
         epoch, position, history = state["epoch"], state["position"], state["history"]
         partial = state.get("partial")
         saved = (epoch, position)
@@ -351,6 +382,10 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
     environment = run_environment(be, threads)
     metrics_run = {**run_args, "backend": be.name, "backend_requested": run_args["backend"]}
     loss_bound = LOSS_BOUND_FACTOR * math.log(model.classes)
+    if resume:
+        # metrics follow the checkpoint: a kill between the two writes (or a resume of a run that
+        # had already finished) would otherwise leave them an epoch behind for good
+        _write_metrics(out, metrics_run, environment, history)
 
     def where_saved() -> str:
         if out is None:

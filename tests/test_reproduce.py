@@ -56,7 +56,7 @@ def test_table2_writes_json_markdown_and_skips_finished_runs(tmp_path, monkeypat
     assert table["fashion-mnist"]["ekdaa"]["paper"] == 90.01 and table["fashion-mnist"]["kp"]["paper"] is None
     md = (tmp_path / "table2.md").read_text()
     assert "| EKDAA | ekdaa | fmnist |" in md and "90.01 ± 0.11" in md and "deviation" in md
-    assert not list(tmp_path.rglob("checkpoint.npz"))  # removed after each finished run
+    assert not list(tmp_path.rglob("checkpoint.*"))  # removed after each finished run (.npz and .safetensors)
     assert len(list(tmp_path.rglob("result.json"))) == 2 * len(rp.SETTINGS)
 
     def forbidden(*a, **k):
