@@ -117,8 +117,6 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
-
-
 def save_checkpoint(path: Path, model: Model, state: dict) -> None:
     """Write the checkpoint ``path`` (.npz, atomically); with the optional ``safetensors`` package
     also the parameters alone as ``<path stem>.safetensors`` beside it, for other tools. The .npz
