@@ -171,7 +171,7 @@ def _versions() -> dict:
 
 
 def execute_run(run: dict, data, out_root: str, keep_checkpoint: bool = False, threads: int | None = None,
-                evaluate_train: bool = True) -> dict:
+                evaluate_train: bool = True, train_progress: bool = False) -> dict:
     """Train one run (``Run.as_dict()``) in ``out_root/run["dir"]`` and write its ``result.json``
     (or ``error.json`` when it raises). Resumes from the run's checkpoint when one is there; a run
     already finished is read back. Returns the result; this is the task each engine executes."""
@@ -196,7 +196,8 @@ def execute_run(run: dict, data, out_root: str, keep_checkpoint: bool = False, t
             "seed": run["seed"], "attempt": attempt}
     try:
         with blas_threads(threads):
-            res = training.train(**kwargs, data=data, out_dir=run_dir, resume=ckpt.exists(), progress=False,
+            res = training.train(**kwargs, data=data, out_dir=run_dir, resume=ckpt.exists(),
+                                 progress=train_progress,
                                  log=lambda msg: resumed.append(msg) if msg.startswith("resumed") else None)
             train_eval = res.model.evaluate(data[0], data[1]) if evaluate_train and data is not None else None
     except training.TrainingDiverged as exc:  # an outcome, not a failure: recorded, left out of the means
@@ -258,14 +259,15 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, threads: int | None = None):
-        self.threads = threads
+    def __init__(self, threads: int | None = None, progress: bool = False):
+        self.threads, self.progress = threads, progress  # progress: each run's own epoch bar
         self.slots = 1
 
     def run(self, runs, data_for, out_root: Path, keep_checkpoint: bool, on_start, on_done) -> None:
         for run in runs:
             on_start(run)
-            on_done(run, execute_run(run.as_dict(), data_for(run), str(out_root), keep_checkpoint, self.threads))
+            on_done(run, execute_run(run.as_dict(), data_for(run), str(out_root), keep_checkpoint, self.threads,
+                                     train_progress=self.progress))
 
     def close(self) -> None:
         pass
@@ -352,13 +354,14 @@ class RayEngine:
 
 
 def make_engine(engine: str = "local", address: str | None = None, cpus_per_run: int | None = None,
-                retries: int = 2, **kwargs):
+                retries: int = 2, progress: bool = False, **kwargs):
+    """``LocalEngine`` or ``RayEngine``; ``progress`` shows each local run's epoch bar."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "local":
         if address is not None:
             raise ValueError("--address needs --engine ray")
-        return LocalEngine(threads=cpus_per_run)
+        return LocalEngine(threads=cpus_per_run, progress=progress)
     return RayEngine(address=address, cpus_per_run=cpus_per_run or 1, retries=retries, **kwargs)
 
 
@@ -558,7 +561,7 @@ def _sample(spec: dict, rng: random.Random):
 
 def check_config(cfg: dict) -> dict:
     """Validate the shape of a config; returns it normalised: {seeds, base, grid, random, samples, search_seed}."""
-    allowed = {"seeds", "base", "grid", "random", "samples", "search_seed", "name", "out", "engine"}
+    allowed = {"seeds", "base", "grid", "random", "samples", "search_seed", "name", "out"}
     unknown = set(cfg) - allowed
     if unknown:
         raise SweepConfigError(f"unknown top-level key(s) {sorted(unknown)} in the sweep config; allowed: "
