@@ -559,8 +559,9 @@ def _sample(spec: dict, rng: random.Random):
     return math.exp(rng.uniform(math.log(args[0]), math.log(args[1])))
 
 
-def check_config(cfg: dict) -> dict:
-    """Validate the shape of a config; returns it normalised: {seeds, base, grid, random, samples, search_seed}."""
+def check_config(cfg: dict, need_samples: bool = True) -> dict:
+    """Validate the shape of a config; returns it normalised: {seeds, base, grid, random, samples, search_seed}.
+    ``need_samples=False``: [random] without `samples` (Optuna chooses the points)."""
     allowed = {"seeds", "base", "grid", "random", "samples", "search_seed", "name", "out"}
     unknown = set(cfg) - allowed
     if unknown:
@@ -592,10 +593,10 @@ def check_config(cfg: dict) -> dict:
     if both:
         raise SweepConfigError(f"option(s) {sorted(both)} set in more than one of [base], [grid], [random]")
     samples = cfg.get("samples")
-    if parts["random"]:
+    if parts["random"] and (need_samples or samples is not None):
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise SweepConfigError(f"[random] needs a top-level `samples` = a positive int, got {samples!r}")
-    elif samples is not None:
+    elif samples is not None and not parts["random"]:
         raise SweepConfigError("`samples` is set but there is no [random] table to sample from")
     search_seed = cfg.get("search_seed", 0)
     if isinstance(search_seed, bool) or not isinstance(search_seed, int):
@@ -847,7 +848,7 @@ def optuna_sweep(config, out_dir, budget: int | None, engine: str = "local", add
         raise ImportError("--search optuna needs Optuna: pip install optuna") from exc
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise SweepConfigError(f"--search optuna needs --budget N (a positive int), got {budget!r}")
-    cfg = check_config(load_config(config) if not isinstance(config, dict) else config)
+    cfg = check_config(load_config(config) if not isinstance(config, dict) else config, need_samples=False)
     if not cfg["grid"] and not cfg["random"]:
         raise SweepConfigError("--search optuna needs options to search: a [random] table and/or [grid] lists")
     # validate the corners of the space before anything runs

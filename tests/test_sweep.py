@@ -157,3 +157,16 @@ def test_cli_sweep(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "rule=ekdaa" in out and "rule=bp" in out and "wrote" in out
     assert (tmp_path / "o" / "sweep.json").exists() and len(list((tmp_path / "o").glob("runs/*/seed0"))) == 2
+
+
+def test_optuna_search_on_the_same_runs(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    cfg = {"seeds": [0], "base": dict(BASE), "grid": {"rule": ["ekdaa", "fa"]},
+           "random": {"lr": {"log_uniform": [1e-4, 1e-2]}}}
+    with pytest.raises(sw.SweepConfigError, match="budget"):
+        sw.sweep(cfg, tmp_path, search="optuna", data=DATA, progress=False)
+    rows = sw.sweep(cfg, tmp_path, search="optuna", budget=3, data=DATA, progress=False)
+    assert sum(len(r["runs"]) for r in rows) <= 3 and all(r["finished"] == len(r["runs"]) for r in rows)
+    assert json.loads((tmp_path / "sweep.json").read_text())["info"]["search"] == "optuna"
+    forbid_training(monkeypatch)  # the seeded sampler proposes the same points again: nothing is retrained
+    assert sw.sweep(cfg, tmp_path, search="optuna", budget=3, data=DATA, progress=False) == rows
