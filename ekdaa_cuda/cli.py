@@ -6,6 +6,7 @@
     ekdaa-cuda info                                         # version, backends, CUDA and simulator status
     ekdaa-cuda reproduce table2 --dataset fashion-mnist --trials 10 --out runs/t2   # paper Table 2
     ekdaa-cuda reproduce curves|tsne|alignment ...          # paper figures (see ekdaa_cuda.reproduce)
+    ekdaa-cuda sweep sweep.toml --out runs/s1 [--engine ray]  # many runs (see ekdaa_cuda.sweep)
 """
 
 from __future__ import annotations
@@ -176,7 +177,68 @@ def _parser() -> argparse.ArgumentParser:
     _add_train(sub)
     sub.add_parser("info", help="print the version, backends, BLAS threads and CUDA status")
     _add_reproduce(sub)
+    _add_sweep(sub)
     return p
+
+
+def _engine_args(q) -> None:
+    """--engine / --address / --cpus-per-run / --retries, shared by `sweep` and `reproduce table2`."""
+    q.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local: one run after another in this process; ray: runs as Ray tasks")
+    q.add_argument("--address", default=None,
+                   help="Ray cluster to join (e.g. HEAD_IP:6379 or auto); default: start a local Ray")
+    q.add_argument("--cpus-per-run", type=int, default=None,
+                   help="CPUs (and BLAS threads) per numpy run (ray default: 1; local default: leave BLAS as is)")
+    q.add_argument("--retries", type=int, default=2, help="ray: retries of a run whose worker process died")
+
+
+def _add_sweep(sub) -> None:
+    s = sub.add_parser("sweep", help="many runs over a grid / random search of train() options (see docs/sweeps.md)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("config", help="sweep config (.toml, or .yaml with PyYAML)")
+    s.add_argument("--out", default=None, help="output folder (default: the config's `out`, else runs/<config name>)")
+    _engine_args(s)
+    s.add_argument("--search", default="grid", choices=("grid", "optuna"),
+                   help="grid: every point of [grid] x [random] samples; optuna: --budget points chosen by Optuna")
+    s.add_argument("--budget", type=int, default=None, help="--search optuna: number of points to try")
+    s.add_argument("--data-root", default=None, help="folder holding the dataset files (unless the config sets it)")
+    s.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoint.npz")
+    s.add_argument("--dry-run", action="store_true", help="validate the config and list the runs; train nothing")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar (one line per finished run)")
+
+
+def _sweep(args) -> int:
+    from pathlib import Path
+
+    from . import sweep as sw
+
+    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    try:
+        cfg = sw.load_config(args.config)
+        out = args.out or cfg.pop("out", None) or str(Path("runs") / Path(args.config).stem)
+        cfg.pop("out", None)
+        if args.data_root is not None:
+            cfg.setdefault("base", {}).setdefault("data_root", args.data_root)
+        if args.dry_run:
+            checked = sw.check_config(cfg)
+            runs = sw.make_runs(sw.grid_points(checked) or [{}], checked["base"], checked["seeds"])
+            for run in runs:
+                say(f"{run.id}  {run.dir}")
+            say(f"{len(runs)} runs in {out} (config ok; nothing trained)")
+            return 0
+        rows = sw.sweep(cfg, out, engine=args.engine, address=args.address, cpus_per_run=args.cpus_per_run,
+                        retries=args.retries, search=args.search, budget=args.budget, progress=not args.no_progress,
+                        keep_checkpoints=args.keep_checkpoints, log=say)
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    say((Path(out) / "sweep.md").read_text())
+    say(f"wrote {out}/sweep.json and {out}/sweep.md")
+    failed = sum(r["failed"] for r in rows)
+    if failed:
+        print(f"{failed} run(s) failed; see {out}/sweep.md (rerun the same command to try them again)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_reproduce(sub) -> None:
@@ -209,6 +271,7 @@ def _add_reproduce(sub) -> None:
     t.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoint.npz")
     t.add_argument("--literal", action="store_true",
                    help="use the paper tables' literal settings (relu, larger lr) where ours deviate")
+    _engine_args(t)
 
     c = what.add_parser("curves", help="learning curves from the runs of `reproduce table2`", formatter_class=fmt)
     c.add_argument("--dataset", default="fashion-mnist")
@@ -246,7 +309,9 @@ def _reproduce(args) -> int:
                       progress=not args.no_progress)
         if args.what == "table2":
             rows = rp.table2(methods=args.methods, trials=args.trials, test_limit=args.test_limit,
-                             keep_checkpoints=args.keep_checkpoints, literal=args.literal, log=say, **common)
+                             keep_checkpoints=args.keep_checkpoints, literal=args.literal, log=say,
+                             engine=args.engine, address=args.address, cpus_per_run=args.cpus_per_run,
+                             retries=args.retries, **common)
             say(rp.summary_table(rows))
             say(f"wrote {args.out}/table2.json and {args.out}/table2.md")
         elif args.what == "tsne":
@@ -326,6 +391,8 @@ def main(argv=None) -> int:
             return 2
         if args.command == "train":
             return _train(args, argv)
+        if args.command == "sweep":
+            return _sweep(args)
         if args.command == "reproduce":
             if args.what is None:
                 args.print_help()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .training import TrainingDiverged, atomic_write_json, train
+from .training import atomic_write_json
 
 DEFAULT_EPOCHS = 50
 DATASETS = {  # dataset -> (CNN preset, FC baseline preset)
@@ -217,62 +217,52 @@ def _stats(values) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="run", position=0)
-
-
 # ---------------------------------------------------------------- Table 2
+
+
+def trial_run(cfg: dict, seed: int, epochs: int, data, dataset: str, backend: str):
+    """The sweep run (``ekdaa_cuda.sweep.Run``) of one Table 2 trial: folder
+    ``runs/<dataset>/<method>/seed<k>``, and the same key in ``result.json`` as before sweeps
+    existed, so folders written by earlier versions are read back, not retrained."""
+    from .sweep import Run
+
+    key = {"method": cfg["method"], "rule": cfg["rule"], "preset": cfg["preset"], "batch_size": cfg["batch_size"],
+           "options": cfg["options"], "seed": seed, "epochs": epochs, "n_train": len(data[0]), "n_test": len(data[2])}
+    train_kwargs = {"preset": cfg["preset"], "rule": cfg["rule"], "backend": backend, "epochs": epochs,
+                    "batch_size": cfg["batch_size"], "seed": seed, **cfg["options"]}
+    return Run(setting=cfg["method"], params={"method": cfg["method"]}, seed=seed, train=train_kwargs,
+               dir=f"runs/{dataset}/{cfg['method']}/seed{seed}", key=json.loads(json.dumps(key)))
 
 
 def run_trial(cfg: dict, seed: int, epochs: int, data, run_dir: Path, backend: str, progress: bool,
               keep_checkpoint: bool, log=None) -> dict:
     """Train one (method, seed) run in ``run_dir`` (resuming a checkpoint there), evaluate the training
     set, and write ``result.json``; a finished run with the same settings is read back instead."""
-    result_path = run_dir / RESULT
-    key = {"method": cfg["method"], "rule": cfg["rule"], "preset": cfg["preset"], "batch_size": cfg["batch_size"],
-           "options": cfg["options"], "seed": seed, "epochs": epochs, "n_train": len(data[0]), "n_test": len(data[2])}
-    if result_path.exists():
-        done = json.loads(result_path.read_text())
-        if done.get("key") == json.loads(json.dumps(key)):
-            return done
-    resume = (run_dir / "checkpoint.npz").exists()
-    try:
-        res = train(preset=cfg["preset"], rule=cfg["rule"], backend=backend, epochs=epochs,
-                    batch_size=cfg["batch_size"], seed=seed, data=data, out_dir=run_dir, resume=resume,
-                    overwrite=not resume,  # a run left without a checkpoint (or with other settings) restarts
-                    progress=progress, log=log, **cfg["options"])
-    except TrainingDiverged as exc:  # recorded, left out of the means, counted in the table
-        metrics = run_dir / "metrics.json"
-        history = json.loads(metrics.read_text())["history"] if metrics.exists() else []
-        out = {"key": key, "diverged": True, "error": str(exc), "history": history, "seconds": 0.0}
-    else:
-        train_eval = res.model.evaluate(data[0], data[1])
-        out = {"key": key, "diverged": False, "test_accuracy": res.test_accuracy, "test_loss": res.test_loss,
-               "train_accuracy": train_eval["accuracy"], "train_loss": train_eval["loss"],
-               "train_accuracy_running": res.train_accuracy, "history": res.history, "seconds": res.seconds,
-               "images_per_second": res.images_per_second, "steps": res.steps}
-    atomic_write_json(result_path, out)
-    if not keep_checkpoint:
-        for name in ("checkpoint.npz", "checkpoint.safetensors"):  # the weights beside it go too
-            (run_dir / name).unlink(missing_ok=True)
-    return out
+    from .sweep import execute_run
+
+    run = trial_run(cfg, seed, epochs, data, "", backend).as_dict()
+    run["dir"] = "."
+    return execute_run(run, data, str(run_dir), keep_checkpoint, train_progress=progress)
 
 
 def table2(dataset: str = "fashion-mnist", methods=None, trials: int = 10, epochs: int = DEFAULT_EPOCHS,
            train_limit: int | None = None, test_limit: int | None = None, backend: str = "auto", out_dir="runs/table2",
            data_root=None, data=None, overrides: dict | None = None, widths: dict | None = None,
-           progress: bool = True, keep_checkpoints: bool = False, literal: bool = False, log=None) -> dict:
+           progress: bool = True, keep_checkpoints: bool = False, literal: bool = False, log=None,
+           engine: str = "local", address: str | None = None, cpus_per_run: int | None = None, retries: int = 2,
+           engine_kwargs: dict | None = None) -> dict:
     """Train every method ``trials`` times (seeds 0..trials-1) and write ``table2.json`` / ``table2.md``.
 
     Runs live in ``out_dir/runs/<dataset>/<method>/seed<k>/`` (``metrics.json``, ``result.json``); a
     rerun skips finished runs and resumes interrupted ones, so a long campaign can be stopped and
     continued. ``table2.json`` is merged per dataset: ``{dataset: {method: {test_mean, test_std,
     train_mean, train_std, trials, epochs, settings, paper, ...}}}``.
+
+    This is a sweep (``ekdaa_cuda.sweep``) over methods x seeds: ``engine="ray"`` runs the trials as
+    Ray tasks (``address`` joins a cluster; ``cpus_per_run``, ``retries`` as in ``sweep``).
     """
+    from .sweep import make_engine, run_all
+
     dataset = canonical_dataset(dataset)
     methods = parse_methods(methods)
     if not isinstance(trials, int) or trials < 1:
@@ -281,50 +271,43 @@ def table2(dataset: str = "fashion-mnist", methods=None, trials: int = 10, epoch
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     configs = {m: method_config(m, dataset, overrides, widths, literal) for m in methods}
     out = Path(out_dir)
-    log = log or (lambda msg: None)
     if data is None:
         data = load_data(dataset, train_limit, test_limit, data_root)
     machine = machine_info(backend)  # at the start: the commit whose code runs
-    bar = _bar(len(methods) * trials, f"table2 {dataset}", progress)
-    rows = {}
-    for m in methods:
-        cfg, results = configs[m], []
-        for seed in range(trials):
-            if bar is not None:
-                bar.set_description(f"table2 {dataset}: {m} seed {seed}")
-            run_dir = out / "runs" / dataset / m / f"seed{seed}"
-            results.append(run_trial(cfg, seed, epochs, data, run_dir, backend, progress, keep_checkpoints))
-            r = results[-1]
-            log(f"{dataset} {m} seed {seed}: diverged ({r['error']})" if r["diverged"] else
-                f"{dataset} {m} seed {seed}: test {100 * r['test_accuracy']:.2f}%, "
-                f"train {100 * r['train_accuracy']:.2f}% ({r['seconds']:.0f} s)")
-            if bar is not None:
-                bar.update(1)
-        rows[m] = summarize(m, cfg, dataset, results, epochs)
-    if bar is not None:
-        bar.close()
+    runs = [trial_run(configs[m], seed, epochs, data, dataset, backend) for m in methods for seed in range(trials)]
+    eng = make_engine(engine, address, cpus_per_run, retries, progress, **(engine_kwargs or {}))
+    try:
+        results = run_all(runs, eng, out, lambda run: data, keep_checkpoints, progress, log, f"table2 {dataset}")
+    finally:
+        eng.close()
+    rows = {m: summarize(m, configs[m], dataset, [r for run, r in zip(runs, results) if run.setting == m], epochs)
+            for m in methods}
     info = {"machine": machine, "dataset": dataset, "n_train": len(data[0]), "n_test": len(data[2]),
             "train_limit": train_limit, "test_limit": test_limit, "epochs": epochs, "trials": trials,
-            "overrides": overrides or {}, "widths": widths, "literal": literal}
+            "overrides": overrides or {}, "widths": widths, "literal": literal, "engine": engine}
     write_table2(out, dataset, rows, info)
     return rows
 
 
 def summarize(method: str, cfg: dict, dataset: str, results: list, epochs: int) -> dict:
-    """A Table 2 row: mean ± sample std (percent) over the runs that did not diverge."""
-    ok = [r for r in results if not r["diverged"]]
+    """A Table 2 row: mean ± sample std (percent) over the runs that finished without diverging
+    (a run that failed with an error is counted in ``failed`` and listed in table2.md)."""
+    ok = [r for r in results if r.get("status", "ok") == "ok" and not r.get("diverged")]
+    failed = [r for r in results if r.get("status") == "failed"]
     test_mean, test_std = _stats([100 * r["test_accuracy"] for r in ok]) if ok else (None, None)
     train_mean, train_std = _stats([100 * r["train_accuracy"] for r in ok]) if ok else (None, None)
     paper = PAPER_TABLE2[dataset].get(method)
     return {"test_mean": test_mean, "test_std": test_std, "train_mean": train_mean, "train_std": train_std,
-            "trials": len(ok), "diverged": len(results) - len(ok), "epochs": epochs,
+            "trials": len(ok), "diverged": len(results) - len(ok) - len(failed), "epochs": epochs,
             "settings": {k: cfg[k] for k in ("rule", "preset", "batch_size", "options", "source", "deviation")},
             "paper": paper[2] if paper else None, "paper_std": paper[3] if paper else None,
             "paper_train": paper[0] if paper else None,
             "seconds_per_run": float(np.mean([r["seconds"] for r in ok])) if ok else None,
-            "runs": [{"seed": r["key"]["seed"], "diverged": r["diverged"],
-                      "test": None if r["diverged"] else 100 * r["test_accuracy"],
-                      "train": None if r["diverged"] else 100 * r["train_accuracy"]} for r in results]}
+            "runs": [{"seed": r["key"]["seed"], "diverged": bool(r.get("diverged")),
+                      "test": 100 * r["test_accuracy"] if r in ok else None,
+                      "train": 100 * r["train_accuracy"] if r in ok else None,
+                      **({"failed": True, "error": r.get("error")} if r in failed else {})} for r in results],
+            **({"failed": len(failed)} if failed else {})}
 
 
 def _fmt(mean, std) -> str:
@@ -370,6 +353,10 @@ def write_table2(out: Path, dataset: str, rows: dict, info: dict) -> None:
             opts = ", ".join(f"{k}={v}" for k, v in s["options"].items())
             lines.append(f"- **{name}**: rule {s['rule']}, preset {s['preset']}, batch {s['batch_size']}, {opts} "
                          f"— {s['source']}" + (f"; **deviation**: {s['deviation']}" if s.get("deviation") else ""))
+        for name, r in ds_rows.items():
+            for run in r["runs"]:
+                if run.get("failed"):
+                    lines.append(f"- **{name} seed {run['seed']} failed** (rerun to try again): {run['error']}")
         if i.get("overrides"):
             lines.append(f"- overrides for every method: {i['overrides']}")
         if i.get("literal"):

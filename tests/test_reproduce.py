@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import template_data
 
-from ekdaa_cuda import cli, plots
+from ekdaa_cuda import cli, plots, training
 from ekdaa_cuda import reproduce as rp
 
 pytest.importorskip("matplotlib")
@@ -62,7 +62,7 @@ def test_table2_writes_json_markdown_and_skips_finished_runs(tmp_path, monkeypat
     def forbidden(*a, **k):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(rp, "train", forbidden)
+    monkeypatch.setattr(training, "train", forbidden)
     again = rp.table2("fashion-mnist", methods="ekdaa,bp", trials=2, epochs=1, data=data, widths=WIDTHS,
                       out_dir=tmp_path, backend="numpy", progress=False, overrides={"batch_size": 20})
     assert again["ekdaa"]["test_mean"] == rows["ekdaa"]["test_mean"]
