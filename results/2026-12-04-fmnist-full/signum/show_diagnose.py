@@ -5,7 +5,8 @@ from pathlib import Path
 r = json.loads(Path(__file__).with_name("diagnose.json").read_text())
 for net, e in r.items():
     print(f"\n### {net} (after 1 epoch: {100 * e['after_1_epoch_10k_test_accuracy_2k']:.1f}% on 2k test images)\n")
-    print("| network | layer | d != 0 | median abs h | median abs d | e != 0 at β = 0.9 / 3 / 10 / 30 / 100 (share of units with d != 0) |")
+    print("| network | layer | d != 0 | median abs h | median abs d "
+          "| e != 0 at β = 0.9 / 3 / 10 / 30 / 100 (share of units with d != 0) |")
     print("|---|---|---|---|---|---|")
     for stage in ("fresh", "after_1_epoch_10k"):
         for layer, row in e[stage].items():
