@@ -36,6 +36,17 @@ GROUPS = {
         "release: adam cos, rms, beta 0.3": {**REL, **ADAM, "normalize": "rms", "beta": 0.3},
         "release: adam cos, normalize none": {**REL, **ADAM, "normalize": "none"},
     },
+    "reference": {
+        "tanh, adam cos (ekdaa-tuned)": {**ADAM},
+        "tanh, release variant, adam cos, rms, beta 0.3": {"variant": "release", **ADAM, "normalize": "rms",
+                                                           "beta": 0.3},
+    },
+    "release-b": {
+        "release: sgd 1e-3": {**REL, "lr": 1e-3},
+        "release: sgd 5e-4, rms, beta 0.3": {**REL, "normalize": "rms", "beta": 0.3},
+        "release: adam 3e-4 cos, rms, beta 0.3": {**REL, **ADAM, "lr": 3e-4, "normalize": "rms", "beta": 0.3},
+        "release: adam cos, rms, beta 1": {**REL, **ADAM, "normalize": "rms", "beta": 1.0},
+    },
 }
 
 
