@@ -26,12 +26,17 @@ def main():
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--freeze", default="", help="comma-separated layers whose W and E are reset after every step "
                     "(a control: e.g. conv1,conv2,conv3 trains only fc1 and the output)")
+    ap.add_argument("--fix-norm", action="store_true", help="after every step, rescale each hidden layer's W to its "
+                    "initial Frobenius norm (leaves a signum network's function unchanged; an experiment, not an "
+                    "option of the package)")
     args = ap.parse_args()
     opts = json.loads(args.options)
     x, y = load_dataset("fashion-mnist", "train", limit=args.train)
     xt, yt = load_dataset("fashion-mnist", "test", limit=2000)
     model = ek.build_model("fmnist", backend="numpy", seed=0, **opts)
     be, rows, seen = model.backend, [], {}
+    hidden = [f"{b.name}.weight" for b in model.blocks[:-1]]
+    norms = {k: float(np.linalg.norm(model.params[k])) for k in hidden}
     orig = be.epilogue
 
     def spy(d, cache, block, kind, beta, forward_linear):
@@ -50,6 +55,9 @@ def main():
             s = model.step(x[idx], y[idx])
             for k, v in keep.items():
                 model.params[k][...] = v
+            if args.fix_norm:
+                for k in hidden:
+                    model.params[k] *= model.params[k].dtype.type(norms[k] / float(np.linalg.norm(model.params[k])))
             correct, total = correct + s["accuracy"] * 50, total + 50
             if model.step_count % args.every == 0:
                 code = model.hidden_features(fixed, "fc1")
@@ -67,8 +75,8 @@ def main():
     acc = model.evaluate(xt, yt)["accuracy"]
     print("test accuracy (2k)", acc)
     Path(__file__).with_name(f"probe-{args.name}.json").write_text(
-        json.dumps({"options": opts, "freeze": args.freeze, "train": args.train, "epochs": args.epochs, "rows": rows,
-                    "test_accuracy_2k": acc}, indent=1) + "\n")
+        json.dumps({"options": opts, "freeze": args.freeze, "fix_norm": args.fix_norm, "train": args.train,
+                    "epochs": args.epochs, "rows": rows, "test_accuracy_2k": acc}, indent=1) + "\n")
     return 0
 
 

@@ -42,8 +42,6 @@ GROUPS = {
                                                            "beta": 0.3},
     },
     "release-b": {
-        "release: sgd 1e-3": {**REL, "lr": 1e-3},
-        "release: sgd 5e-4, rms, beta 0.3": {**REL, "normalize": "rms", "beta": 0.3},
         "release: adam 3e-4 cos, rms, beta 0.3": {**REL, **ADAM, "lr": 3e-4, "normalize": "rms", "beta": 0.3},
         "release: adam cos, rms, beta 1": {**REL, **ADAM, "normalize": "rms", "beta": 1.0},
     },
