@@ -9,6 +9,10 @@ projected down with the error weights E (FC: d = e Eᵀ; conv: d = conv-backward
 unpooled at the recorded argmax, and every layer forms its target y = φ(h − βd) and its
 error e = (φ(h) − y)·m/(1−p). The updates are ΔW = eᵀz (FC), ΔW = z ⋆ Flip(e) (conv),
 Δb = Σe and ΔE = γΔWᵀ (FC) / γΔW (conv), summed over the batch.
+Option normalize="rms" (not in the paper or the release) rescales each layer's d to the RMS of
+that layer's h before the target is formed, so β is measured in units of |h|: with signum the
+forward pass ignores the scale of the hidden weights, and so do the errors then (without it,
+weight growth makes |h| ≫ β|d| and the errors vanish; results/2026-12-04-fmnist-full/signum).
 BP runs the same sweep with W in place of E and d·φ'(h) in place of the target error.
 The arithmetic runs on a backend object (``backend_numpy.NumpyBackend`` or
 ``backend_cuda.CudaBackend``), so every rule here serves both.
@@ -58,7 +62,7 @@ _CHOICES = {
     "init": ("glorot_uniform", "glorot_normal"),
     "error_init": ("glorot_uniform", "glorot_normal", "forward"),
     "unpool": ("argmax", "bilinear"),
-    "normalize": ("none", "release"),
+    "normalize": ("none", "release", "rms"),
     "variant": ("paper", "release"),
     "dtype": ("float32", "float64"),
     "optimizer": ref.OPTIMIZERS,
@@ -340,9 +344,14 @@ class Model:
 
     # ------------------------------------------------------------ learning rules
 
-    def _normalize_release(self, d, rule: str):
-        """normalize="release": divide d by max(d) when that exceeds 1 (EKDAA only)."""
-        return _cap_peak(d) if rule == "ekdaa" and self.opts["normalize"] == "release" else d
+    def _normalize_d(self, d, cache: dict, rule: str):
+        """EKDAA only: normalize="release" divides d by max(d) when that exceeds 1; normalize="rms"
+        scales d so that its RMS over the batch equals the RMS of the layer's pre-activation h."""
+        if rule != "ekdaa" or self.opts["normalize"] == "none":
+            return d
+        if self.opts["normalize"] == "release":
+            return _cap_peak(d)
+        return _match_rms(d, cache["h"])
 
     def _error_below(self, e, block: Block, below: Block, cache: dict, rule: str):
         """Error units of ``below`` from the error e of ``block`` (SPEC.md step 3)."""
@@ -351,7 +360,7 @@ class Model:
         kernel = self.params[f"{block.name}.{'error_weight' if feedback else 'weight'}"]
         kind = "target" if rule == "ekdaa" else "derivative"
         linear = below.kind == "conv" and self.conv_forward_linear
-        if block.kind == "conv" and not (rule == "ekdaa" and opts["normalize"] == "release"):
+        if block.kind == "conv" and not (rule == "ekdaa" and opts["normalize"] != "none"):
             return be.conv_backproject(e, kernel, cache, below, kind, opts["beta"], linear, opts["unpool"])
         if block.kind == "conv":
             d = be.conv_project(e, kernel)
@@ -359,7 +368,7 @@ class Model:
             d = be.fc_project(e, kernel, "in_out" if feedback else "out_in")
             if below.kind == "conv":  # unflatten to the conv block's output map
                 d = be.to_map(d, below.out_shape)
-        d = self._normalize_release(d, rule)
+        d = self._normalize_d(d, cache, rule)
         return be.unpool_epilogue(d, cache, below, kind, opts["beta"], linear, opts["unpool"])
 
     def _backward(self, caches: list, probs, labels, rule: str, errors: dict | None = None) -> dict:
@@ -529,6 +538,13 @@ def _cap_peak(t):
     return t / t.dtype.type(peak) if peak > 1 else t
 
 
+def _match_rms(d, h):
+    """d scaled to the RMS of h (d unchanged when it is all zero). Before argmax unpooling, d's RMS
+    is the RMS over the positions that will receive it."""
+    rms_d, rms_h = math.sqrt(float((d * d).mean())), math.sqrt(float((h * h).mean()))
+    return d * d.dtype.type(rms_h / rms_d) if rms_d > 0 else d
+
+
 def _angle(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     denom = np.linalg.norm(a) * np.linalg.norm(b)
@@ -547,7 +563,7 @@ def build_model(preset_or_layers="fmnist", rule: str = "ekdaa", backend: str = "
 
     Options (SPEC.md defaults): activation="tanh", beta=0.9, gamma=0.1, bias=False,
     init="glorot_uniform", error_init="glorot_uniform"|"forward", unpool="argmax"|"bilinear",
-    normalize="none"|"release", variant="paper"|"release", dropout / dropout_conv / dropout_fc,
+    normalize="none"|"release"|"rms", variant="paper"|"release", dropout / dropout_conv / dropout_fc,
     optimizer="sgd"|"adam"|"rmsprop", lr=5e-4, momentum=0.9, beta1, beta2, eps, decay, rho=0
     (Pascanu), dtype="float32"|"float64", kp_decay=0 (rule "kp"), widths=(...) to resize a preset's layers,
     input_shape=(C, H, W) for a list of layers.

@@ -272,3 +272,38 @@ def test_optimizers_reduce_loss_with_pascanu(rng, optimizer):
     for _ in range(15):
         model.step(x, labels)
     assert model.evaluate(x, labels)["loss"] < 0.95 * before
+
+
+def test_normalize_rms_scales_d_to_the_rms_of_h(rng):
+    """normalize="rms": the top hidden layer's target uses d · rms(h)/rms(d) (batch-wide RMS)."""
+    model = ek.build_model("fmnist", widths=SMALL, activation="signum", normalize="rms", beta=0.5, dtype="float64",
+                           seed=3)
+    x, labels = batch(rng, 6)
+    probs, caches = model._forward(model.backend.input(x), model.step_count)
+    e_y = probs - ref.one_hot(labels, 10, probs.dtype)
+    d = e_y @ model.params["out.error_weight"].T
+    h = caches[-2]["h"]
+    d = d * np.sqrt(np.mean(h * h) / np.mean(d * d))
+    expected = np.sign(h) - np.sign(h - 0.5 * d)
+    np.testing.assert_array_equal(model.errors(x, labels)["fc1"], expected)
+    with pytest.raises(ValueError, match="normalize"):
+        ek.build_model("fmnist", widths=SMALL, normalize="max")
+
+
+@pytest.mark.parametrize("normalize", ["rms", "none"])
+def test_normalize_rms_makes_signum_errors_independent_of_weight_scale(rng, normalize):
+    """With signum the forward pass ignores the scale of the hidden layers' weights; with
+    normalize="rms" the EKDAA errors (hence the updates) ignore it too, without it they do not."""
+    opts = dict(widths=SMALL, activation="signum", normalize=normalize, dtype="float64", seed=5)
+    a, b = ek.build_model("fmnist", **opts), ek.build_model("fmnist", **opts)
+    state = b.state_dict()
+    for name in ("conv1", "conv2", "conv3", "fc1"):
+        state[f"{name}.weight"] = 4.0 * state[f"{name}.weight"]
+    b.load_state_dict(state)
+    x, labels = batch(rng, 8)
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    ea, eb = a.errors(x, labels), b.errors(x, labels)
+    same = all(np.array_equal(ea[k], eb[k]) for k in ea)
+    assert same == (normalize == "rms")
+    if normalize == "rms":
+        assert any(np.count_nonzero(ea[k]) for k in ("conv1", "conv2", "conv3"))
