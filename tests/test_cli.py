@@ -221,8 +221,10 @@ def test_cli_ctrl_c_checkpoints_prints_the_resume_command_and_exits_130(tmp_path
     out = tmp_path / "run"
     args = ["train", "--data-root", str(fake_data), "--out", str(out), "--widths", "4,6,8,16", "--backend", "numpy",
             "--epochs", "1000", "--no-progress", "--no-plot"]
-    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # SIG_DFL in the child: a test run started in the background by a non-interactive shell ignores
+    # SIGINT, and the child would inherit that and never see the Ctrl-C
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     watchdog = threading.Timer(240, proc.kill)
     watchdog.start()
     try:

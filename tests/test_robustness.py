@@ -147,7 +147,7 @@ def test_sigkill_at_random_moments_resumes_bit_exactly(tmp_path, rng):
         assert got["arrays"].keys() == want["arrays"].keys(), how
         for key, value in want["arrays"].items():
             assert np.array_equal(got["arrays"][key], value), f"{key} differs after a kill {how}"
-        leftovers = {p.name for p in out.iterdir()} - {"checkpoint.npz", "checkpoint.safetensors", "metrics.json"}
+        leftovers = {p.name for p in out.iterdir()} - set(training.RUN_FILES)
         assert all(name.startswith(".") and name.endswith(".tmp") for name in leftovers), leftovers
         outcomes.append((how, killed, had_checkpoint))
     print(f"20 trials in {time.perf_counter() - t0:.1f} s; reference run {run_seconds:.2f} s, {n_writes} writes")
