@@ -40,3 +40,24 @@ def rng(request):
     seed = int(os.environ.get("EKDAA_TEST_SEED", secrets.randbits(32)))
     print(f"[{request.node.name}] EKDAA_TEST_SEED={seed}")
     return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """No data anywhere by default: empty HOME and cache, no $EKDAA_DATA, no Debian files and no
+    torchvision. Returns a scratch folder (tests/test_data.py, tests/test_data_fuzz.py)."""
+    import sys
+
+    from ekdaa_cuda import data
+
+    for sub in ("home", "cache"):
+        (tmp_path / sub).mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    return scratch

@@ -44,23 +44,6 @@ def scaled(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float32) / np.float32(255) - np.float32(0.5)
 
 
-@pytest.fixture
-def isolated(monkeypatch, tmp_path):
-    """No data anywhere by default: empty HOME and cache, no $EKDAA_DATA, no Debian files and no
-    torchvision. Returns a scratch folder."""
-    for sub in ("home", "cache"):
-        (tmp_path / sub).mkdir()
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
-    monkeypatch.setitem(sys.modules, "torchvision", None)
-    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    return scratch
-
-
 # --------------------------------------------------------------------------------------------
 # Names and arguments
 

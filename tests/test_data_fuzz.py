@@ -15,7 +15,6 @@ import io
 import os
 import pickle
 import signal
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,25 +25,11 @@ hypothesis = pytest.importorskip("hypothesis", reason="pip install hypothesis (t
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ekdaa_cuda import data  # noqa: E402
 from ekdaa_cuda.data import DataError, load_dataset  # noqa: E402
 
 FUZZ = settings(max_examples=int(os.environ.get("EKDAA_FUZZ_EXAMPLES", 300)), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 OUTCOMES: dict[str, dict[str, int]] = {}
-
-
-@pytest.fixture
-def isolated(monkeypatch, tmp_path):
-    """Only the scratch folder holds data: no $EKDAA_DATA, cache, Debian files or torchvision."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
-    monkeypatch.setitem(sys.modules, "torchvision", None)
-    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    return scratch
 
 
 @contextmanager
