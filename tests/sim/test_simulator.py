@@ -280,3 +280,25 @@ def test_out_of_bounds_read_is_caught_by_the_sanitizer_build(tmp_path):
     assert re.search(r"happened in kernel copy_kernel .*, block \(1, 0, 0\), thread \(0, 0, 0\)", proc.stderr)
     if re.search(r"#0 0x[0-9a-f]+ in copy_kernel", proc.stderr):  # symbolized: the .cu line, through #line
         assert re.search(rf"#0 0x[0-9a-f]+ in copy_kernel \S*selftest\.cu:{marker_line('overrun')}", proc.stderr)
+
+
+def test_aligned_float4_loads():
+    x = np.arange(4 * 8 + 4, dtype=np.float32)  # numpy's data pointer is 16-byte aligned
+    assert x.ctypes.data % 16 == 0
+    out = np.full(8, np.nan, np.float32)
+    sim.selftest_vector_load(addr(x), addr(out), 8, 0)
+    np.testing.assert_array_equal(out, x[:32].reshape(8, 4).sum(axis=1))
+
+
+def test_misaligned_float4_load_is_caught_by_the_sanitizer_build(tmp_path):
+    if not sim.SANITIZED:
+        pytest.skip("needs _sim built with EKDAA_SIM_SANITIZE=ON (CI's sanitizer stage); unsanitized it may crash")
+    code = (
+        "import numpy as np, ekdaa_cuda._sim as s; x = np.zeros(64, np.float32); o = np.zeros(8, np.float32); "
+        "s.selftest_vector_load(x.ctypes.data, o.ctypes.data, 8, 1)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert "misaligned address" in proc.stderr and "16 byte alignment" in proc.stderr, proc.stderr[-3000:]
+    assert f"selftest.cu:{marker_line('float4')}" in proc.stderr  # UBSan names the line (no symbolizer needed)
