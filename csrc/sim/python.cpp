@@ -139,6 +139,11 @@ void register_sim(py::module_& m) {
         },
         py::arg("grid"), py::arg("block"), py::arg("out") = 0,
         "Simulator test: launch an (almost) empty kernel with this configuration; errors as from a GPU.");
+    m.def(
+        "selftest_vector_load",
+        [](A in, A out, int threads, int offset) { st::vector_load(ptr<const float>(in), ptr<float>(out), threads, offset); },
+        py::arg("in_"), py::arg("out"), py::arg("threads"), py::arg("offset"),
+        "Simulator test: out[t] = sum of the float4 at in + offset + 4t (offset 1: misaligned, for the sanitizer build).");
     m.def("selftest_out_of_bounds_read", &st::out_of_bounds_read, py::arg("n"), py::arg("overrun"),
           "Simulator test: a kernel reads `overrun` floats past a cudaMalloc'ed array (for the sanitizer build).");
     m.def("selftest_fresh_allocation", &st::fresh_allocation, py::arg("n"),

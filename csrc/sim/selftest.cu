@@ -122,6 +122,13 @@ __global__ void copy_kernel(const float* in, float* out, int n, int overrun) {
     if (i < n + overrun) out[i] = in[i];  // [overrun]
 }
 
+// out[t] = the sum of the float4 at in + offset + 4t; offset 1 is misaligned (a planted bug that
+// UndefinedBehaviorSanitizer reports; on a GPU it is a misaligned-address fault).
+__global__ void vector_load_kernel(const float* in, float* out, int offset) {
+    const float4 v = *reinterpret_cast<const float4*>(in + offset + 4 * threadIdx.x);  // [float4]
+    out[threadIdx.x] = v.x + v.y + v.z + v.w;
+}
+
 __global__ void empty_kernel(float* out) {
     if (out != nullptr && threadIdx.x == 0 && blockIdx.x == 0) out[0] = 1.0f;
 }
@@ -165,6 +172,11 @@ void dynamic_shared(float* out, int n, int opt_in_bytes) {
 void static_shared(float* out, int* counter, int blocks) {
     static_shared_kernel<<<blocks, 256>>>(out, counter);
     check(cudaGetLastError(), "static_shared launch");
+}
+
+void vector_load(const float* in, float* out, int threads, int offset) {
+    vector_load_kernel<<<1, threads>>>(in, out, offset);
+    check(cudaGetLastError(), "vector_load launch");
 }
 
 void launch_empty(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, float* out) {

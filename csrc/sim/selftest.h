@@ -13,6 +13,7 @@ void shuffle(const float* in, float* out, int src, int delta, int lane_mask, int
 void deadlock(float* out);
 void dynamic_shared(float* out, int n, int opt_in_bytes);
 void static_shared(float* out, int* counter, int blocks);
+void vector_load(const float* in, float* out, int threads, int offset);
 void launch_empty(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, float* out);
 void out_of_bounds_read(int n, int overrun);
 std::vector<float> fresh_allocation(int n);
