@@ -31,15 +31,22 @@ def _version(v: int) -> str:
     return f"{v // 1000}.{v % 1000 // 10}"
 
 
+def _extension(name: str, not_built: str):
+    """(module, None) for the extension ``ekdaa_cuda.<name>``, or (None, why it cannot be imported)."""
+    if importlib.util.find_spec(f"{__package__}.{name}") is None:
+        return None, f"extension ekdaa_cuda.{name} not built ({not_built})"
+    try:
+        return importlib.import_module(f"{__package__}.{name}"), None
+    except ImportError as exc:
+        return None, f"extension ekdaa_cuda.{name} failed to import: {exc}"
+
+
 def cuda_status() -> str:
     """``"ok: <device name>, compute capability X.Y"``, or the first reason CUDA is unusable."""
-    if importlib.util.find_spec(f"{__package__}._C") is None:
-        return ("extension ekdaa_cuda._C not built (installed without a CUDA compiler, or imported from a "
-                "source checkout: pip install . with nvcc on PATH builds it)")
-    try:
-        from . import _C
-    except ImportError as exc:
-        return f"extension ekdaa_cuda._C failed to import: {exc}"
+    _C, why = _extension("_C", "installed without a CUDA compiler, or imported from a source checkout: "
+                               "pip install . with nvcc on PATH builds it")
+    if why:
+        return why
     try:
         driver = _C.driver_version()
         if driver == 0:
@@ -75,16 +82,12 @@ def cuda_available() -> bool:
 
 def sim_status() -> str:
     """``"ok: CPU simulator, <n> worker(s), schedule <name>"``, or why ``ekdaa_cuda._sim`` is unusable."""
-    if importlib.util.find_spec(f"{__package__}._sim") is None:
-        return ("extension ekdaa_cuda._sim not built (imported from a source checkout, or an install that "
-                "predates it: pip install . builds it with the host C++ compiler)")
+    _sim, why = _extension("_sim", "imported from a source checkout, or an install that predates it: "
+                                   "pip install . builds it with the host C++ compiler")
+    if why:
+        return why
     try:
-        from . import _sim
-    except ImportError as exc:
-        return f"extension ekdaa_cuda._sim failed to import: {exc}"
-    try:
-        schedule = _sim.schedule()  # (name, seed)
-        name = schedule[0] if isinstance(schedule, tuple) else schedule
+        name, _seed = _sim.schedule()
         return f"ok: CPU simulator, {_sim.workers()} worker(s), schedule {name}"
     except Exception as exc:
         return f"CUDA simulator check failed: {type(exc).__name__}: {exc}"
