@@ -472,9 +472,9 @@ def load_config(path) -> dict:
 
 
 def _known_options() -> set:
-    from .model import DEFAULT_OPTIONS
+    from .training import MODEL_OPTIONS
 
-    return set(TRAIN_OPTIONS) | set(DEFAULT_OPTIONS) | {"dropout", "widths"}
+    return set(TRAIN_OPTIONS) | set(MODEL_OPTIONS)
 
 
 def _check_name(name, where: str) -> None:
