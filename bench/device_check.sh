@@ -120,7 +120,10 @@ for tool in ("memcheck", "racecheck", "synccheck", "initcheck"):
     if tool not in stages:
         continue
     part = san.split(f"=== {tool} ===")[-1].split(f"=== end {tool} ===")[0]
-    found = [int(n) for n in re.findall(r"ERROR SUMMARY: (\d+) error", part)]
+    # memcheck/synccheck/initcheck end with "ERROR SUMMARY: N errors", racecheck with
+    # "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)": every hazard counts
+    found = [int(errors or hazards) for errors, hazards in
+             re.findall(r"ERROR SUMMARY: (\d+) error|RACECHECK SUMMARY: (\d+) hazard", part)]
     st = stages[tool]
     st["tests"] = test_counts(part)
     # only a finished run has a summary; a cut-off one has no error count at all
@@ -128,7 +131,7 @@ for tool in ("memcheck", "racecheck", "synccheck", "initcheck"):
     if st["errors"]:
         st["status"] = "failed"
     elif st["status"] == "passed" and not found:
-        st["status"], st["why"] = "failed", "no ERROR SUMMARY printed"
+        st["status"], st["why"] = "failed", "no ERROR/RACECHECK SUMMARY printed"
 
 bench = [json.loads(x) for x in read(bench_file).splitlines() if x.strip()]
 history = json.load(open(f"{run}/metrics.json"))["history"] if os.path.exists(f"{run}/metrics.json") else []
