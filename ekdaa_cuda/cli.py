@@ -266,6 +266,9 @@ def _add_reproduce(sub) -> None:
     t.add_argument("--rules", "--methods", dest="methods", default=methods,
                    help="comma-separated methods (named settings in ekdaa_cuda.reproduce.SETTINGS)")
     t.add_argument("--trials", type=int, default=10)
+    t.add_argument("--seeds", default=None,
+                   help="comma-separated seeds to run instead of 0..trials-1 (e.g. 3,4: spread a campaign over "
+                   "processes sharing --out; a later run with --trials tabulates them)")
     t.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     t.add_argument("--out", default="runs/table2", help="output folder (runs, table2.json, table2.md)")
     t.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoint.npz")
@@ -311,7 +314,7 @@ def _reproduce(args) -> int:
             rows = rp.table2(methods=args.methods, trials=args.trials, test_limit=args.test_limit,
                              keep_checkpoints=args.keep_checkpoints, literal=args.literal, log=say,
                              engine=args.engine, address=args.address, cpus_per_run=args.cpus_per_run,
-                             retries=args.retries, **common)
+                             retries=args.retries, seeds=args.seeds, **common)
             say(rp.summary_table(rows))
             say(f"wrote {args.out}/table2.json and {args.out}/table2.md")
         elif args.what == "tsne":

@@ -72,6 +72,23 @@ def test_table2_writes_json_markdown_and_skips_finished_runs(tmp_path, monkeypat
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_table2_seeds_split_a_campaign_and_trials_tabulates_them(tmp_path, monkeypatch):
+    data = template_data(60)
+    kw = dict(epochs=1, data=data, widths=WIDTHS, out_dir=tmp_path, backend="numpy", progress=False,
+              overrides={"batch_size": 20})
+    for seed in ("1", [0]):  # two "processes", one seed each (string form as on the command line)
+        rows = rp.table2("fashion-mnist", methods="bp-tuned", seeds=seed, **kw)
+        assert rows["bp-tuned"]["trials"] == 1
+    assert sorted(p.parent.name for p in tmp_path.rglob("result.json")) == ["seed0", "seed1"]
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    rows = rp.table2("fashion-mnist", methods="bp-tuned", trials=2, **kw)
+    assert rows["bp-tuned"]["trials"] == 2 and [r["seed"] for r in rows["bp-tuned"]["runs"]] == [0, 1]
+    assert rows["bp-tuned"]["settings"]["options"]["optimizer"] == "adam"
+    for bad in ("", "1,x", [-1], [2, 2], [True]):
+        with pytest.raises(ValueError, match="seeds"):
+            rp.table2("fashion-mnist", methods="bp", seeds=bad, **kw)
+
+
 def test_table2_records_divergence(tmp_path):
     rows = rp.table2("fashion-mnist", methods="bp", trials=1, epochs=3, data=template_data(60), widths=WIDTHS,
                      out_dir=tmp_path, backend="numpy", progress=False,
