@@ -326,8 +326,8 @@ def table2(dataset: str = "fashion-mnist", methods=None, trials: int = 10, epoch
     rows = {m: summarize(m, configs[m], dataset, [r for run, r in zip(runs, results) if run.setting == m], epochs)
             for m in methods}
     info = {"machine": machine, "dataset": dataset, "n_train": len(data[0]), "n_test": len(data[2]),
-            "train_limit": train_limit, "test_limit": test_limit, "epochs": epochs, "trials": len(seeds), "seeds": seeds,
-            "overrides": overrides or {}, "widths": widths, "literal": literal, "engine": engine}
+            "train_limit": train_limit, "test_limit": test_limit, "epochs": epochs, "trials": len(seeds),
+            "seeds": seeds, "overrides": overrides or {}, "widths": widths, "literal": literal, "engine": engine}
     write_table2(out, dataset, rows, info)
     return rows
 
