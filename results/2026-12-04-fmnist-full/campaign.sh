@@ -10,6 +10,6 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 cd "$CODE"
 run() { nice -n 19 python -m ekdaa_cuda.cli reproduce table2 --dataset fashion-mnist --epochs 10 --backend numpy \
           --out "$OUT" --no-progress --trials "$1" --methods "$2"; }
-( run 3 ekdaa,bp,fa,kp ) >> "$OUT/log-a.txt" 2>&1 &
+( run 3 ekdaa,bp,fa,kp; run 5 bp-tuned ) >> "$OUT/log-a.txt" 2>&1 &
 ( run 3 bp-fc,lra-e,dfa,sdfa,drtp ) >> "$OUT/log-b.txt" 2>&1 &
 wait
