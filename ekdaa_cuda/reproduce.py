@@ -114,8 +114,11 @@ SETTINGS = {
                "57 / 48 / 24 degrees)"),
     "dfa": dict(rule="dfa", network="cnn", batch_size=64, options={**_DFA_T7, **_TANH}, paper=_DFA_T7,
                 source="Table 7 (DFA best column)", deviation=_DEVIATION),
-    "sdfa": dict(rule="sdfa", network="cnn", batch_size=64, options=_SDFA_T8, paper=_SDFA_T8,
-                 source="Table 8 (SDFA best column)"),
+    "sdfa": dict(rule="sdfa", network="cnn", batch_size=64, options={**_SDFA_T8, "lr": 5e-4}, paper=_SDFA_T8,
+                 source="Table 8 (SDFA best column)",
+                 deviation="Table 8's lr 3e-3 oscillates with summed updates (all 60k images, 10 epochs, seed 0: "
+                 "81.2% test at epoch 7, 67.3% at epoch 10; 10k images x 2 epochs, seed 0: lr 3e-3 / 1e-3 / 5e-4 "
+                 "gave 62.0 / 68.9 / 70.7%): lr 5e-4 (EKDAA's), as for the other feedback-alignment rules"),
     "rdfa": dict(rule="rdfa", network="cnn", batch_size=32, options={**_RDFA_T9, **_TANH}, paper=_RDFA_T9,
                  source="Table 9 (RDFA best column)", deviation=_DEVIATION),
     "drtp": dict(rule="drtp", network="cnn", batch_size=32, options={**_RDFA_T9, **_TANH}, paper=_RDFA_T9,
