@@ -4,6 +4,7 @@ import json
 
 import ekdaa_cuda as e
 from ekdaa_cuda.reproduce import SETTINGS
+
 opts = dict(SETTINGS["sdfa"]["options"])
 out = {}
 for lr in (3e-3, 1e-3, 5e-4):
