@@ -252,7 +252,7 @@ __global__ void __launch_bounds__(kFwuThreads)
                                      FwuPooledPlan pp) {
     __shared__ float4 zs4[kFwpZVariant];                // Z_q tiles, floats [q][cell][j] (q-stride kFwpZVariant)
     __shared__ float2 es[kFwuBK][(kFwuBM + 4) / 2];     // e at the argmax [cell][co] (+4 floats: loader stores)
-    __shared__ int2 qs[kFwuBK][(kFwuBM + 4) / 2];       // q·kFwpZVariant [cell][co]
+    __shared__ int2 qs[kFwuBK][(kFwuBM + 4) / 2];       // byte offset of Z_q, q·kFwpZVariant·4 [cell][co]
     float* zs = reinterpret_cast<float*>(&zs4[0]);
     float* es_store = reinterpret_cast<float*>(&es[0][0]);
     int* qs_store = reinterpret_cast<int*>(&qs[0][0]);
@@ -290,21 +290,19 @@ __global__ void __launch_bounds__(kFwuThreads)
         const int abase = live ? n * aimg + ci * pp.Wp + cj : 0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // Z_q for q = 0..3
-            if (live && zkind[i] == 0) {
-                const int iy = y0 + zdy[i], ix = x0 + zdx[i];
-                const bool row0 = static_cast<unsigned>(iy) < static_cast<unsigned>(g.H);
-                const bool row1 = static_cast<unsigned>(iy + 1) < static_cast<unsigned>(g.H);
-                const bool col0 = static_cast<unsigned>(ix) < static_cast<unsigned>(g.W);
-                const bool col1 = static_cast<unsigned>(ix + 1) < static_cast<unsigned>(g.W);
-                const float* src = z + (zbase + zoff[i]);  // inside z when row0 && col0; else only offsets
-                if (row0 && col0) v[0] = src[0];
-                if (row0 && col1) v[1] = src[1];
-                if (row1 && col0) v[2] = src[g.W];
-                if (row1 && col1) v[3] = src[g.W + 1];
-            } else if (live && zkind[i] == 1) {
-                v[0] = v[1] = v[2] = v[3] = 1.0f;
-            }
+            // Z_q for q = 0..3: the 2x2 window at (y0 + zdy, x0 + zdx), zero outside the image
+            const int iy = y0 + zdy[i], ix = x0 + zdx[i], at = zbase + zoff[i];
+            const bool tap = live && zkind[i] == 0;
+            const bool row0 = tap && static_cast<unsigned>(iy) < static_cast<unsigned>(g.H);
+            const bool row1 = tap && static_cast<unsigned>(iy + 1) < static_cast<unsigned>(g.H);
+            const bool col0 = static_cast<unsigned>(ix) < static_cast<unsigned>(g.W);
+            const bool col1 = static_cast<unsigned>(ix + 1) < static_cast<unsigned>(g.W);
+            const float one = live && zkind[i] == 1 ? 1.0f : 0.0f;  // the bias column
+            float v[4];
+            v[0] = row0 && col0 ? z[at] : one;
+            v[1] = row0 && col1 ? z[at + 1] : one;
+            v[2] = row1 && col0 ? z[at + g.W] : one;
+            v[3] = row1 && col1 ? z[at + g.W + 1] : one;
 #pragma unroll
             for (int q = 0; q < 4; ++q) zs[q * kFwpZVariant + lr * kFwpZRow + lc + 16 * i] = v[q];
             float ev = 0.0f;
@@ -312,13 +310,13 @@ __global__ void __launch_bounds__(kFwuThreads)
             if (live && eoff[i] >= 0) {
                 const int q = argmax[abase + aoff[i]] & 3;
                 ev = e[ebase + eoff[i] + (q >> 1) * g.W + (q & 1)];
-                qoff = q * kFwpZVariant;
+                qoff = q * kFwpZVariant * int(sizeof(float));
             }
             es_store[lr * (kFwuBM + 4) + lc + 16 * i] = ev;
             qs_store[lr * (kFwuBM + 4) + lc + 16 * i] = qoff;
         }
         __syncthreads();
-        const float* zcol = zs + 8 * warp;
+        const char* zcol = reinterpret_cast<const char*>(zs + 8 * warp);  // + a byte offset from qs: one add per row
 #pragma unroll
         for (int kk = 0; kk < kFwuBK; ++kk) {
             const float2 ev = es[kk][lane];
@@ -327,7 +325,7 @@ __global__ void __launch_bounds__(kFwuThreads)
             const int qa[2] = {qv.x, qv.y};
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-                const float* row = zcol + qa[r] + kk * kFwpZRow;
+                const float* row = reinterpret_cast<const float*>(zcol + qa[r]) + kk * kFwpZRow;
                 const float4 lo = *reinterpret_cast<const float4*>(row);
                 const float4 hi = *reinterpret_cast<const float4*>(row + 4);
                 acc[r][0] = fmaf(ea[r], lo.x, acc[r][0]);

@@ -426,7 +426,8 @@ def test_call_blocks_are_left_out_of_the_fast_path_share():
 @pytest.mark.parametrize("shape", [(50, 1, 32, 28, 28, 5), (50, 32, 64, 14, 14, 3), (1024, 64, 128, 7, 7, 3),
                                    (1, 1, 1, 1, 1, 1), (3, 7, 65, 3, 3, 3)])
 @pytest.mark.parametrize("bias", [False, True])
-def test_filter_update_plan_matches_the_launcher(shape, bias):
+@pytest.mark.parametrize("pooled", [False, True])  # True: v3, conv_filter_update_pooled
+def test_filter_update_plan_matches_the_launcher(shape, bias, pooled):
     """The model's split-K plan (_fwu_plan) is the launcher's: same workspace size (splits·C_out·cols)."""
     from ekdaa_cuda._device import sim_available
 
@@ -435,6 +436,7 @@ def test_filter_update_plan_matches_the_launcher(shape, bias):
     from ekdaa_cuda import _sim
 
     n, c_in, c_out, h, w, k = shape
-    tiles, splits, cols = sr._fwu_plan(dict(n=n, c_in=c_in, c_out=c_out, h=h, w=w, k=k, bias=bias))
+    tiles, splits, cols = sr._fwu_plan(dict(n=n, c_in=c_in, c_out=c_out, h=h, w=w, k=k, bias=bias, pooled=pooled))
     assert cols == c_in * k * k + bias and 1 <= splits and tiles >= 1
-    assert splits * c_out * cols == _sim.conv_filter_update_workspace_floats(n, c_in, c_out, h, w, k, bias)
+    floats = _sim.conv_filter_update_pooled_workspace_floats if pooled else _sim.conv_filter_update_workspace_floats
+    assert splits * c_out * cols == floats(n, c_in, c_out, h, w, k, bias)
