@@ -169,8 +169,8 @@ def _gemm_blocks(rows: int, cols: int, tile: int = 16) -> int:
 def _fwu_plan(s: dict) -> tuple[int, int, int]:
     """(block tiles, splits, columns) of the v2 filter update for a floors shape: plan_filter_update
     in csrc/conv.cu (64 x 64 tiles, 16 positions a step, ~264 blocks); with s["pooled"], v3's
-    plan_filter_update_pooled (the same over the N·(H/2)·(W/2) pooled cells)."""
-    bm = bn = 64
+    plan_filter_update_pooled (64 x 128 tiles over the N·(H/2)·(W/2) pooled cells)."""
+    bm, bn = 64, 128 if s.get("pooled") else 64
     bk, target = 16, 264
     cols = s["c_in"] * s["k"] ** 2 + int(bool(s.get("bias", False)))
     tiles = max(1, _ceil(s["c_out"], bm) * _ceil(cols, bn))

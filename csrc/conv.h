@@ -333,10 +333,16 @@ inline int64_t fwu_workspace_floats(const FwuPlan& p) { return int64_t(p.splits)
 // (z zero outside the image; e read at full resolution). Not a plain GEMM: the position read
 // depends on the row co through q. The split-K machinery is v2's (FwuPlan, workspace, reduce pass)
 // with the reduction over the P = N·Hp·Wp pooled cells (n, i, j) instead of N·H·W positions.
-constexpr int kFwpZRow = kFwuBN + 4;                 // floats per cell in one variant's Z tile (+4: loader stores spread)
+// Block tile kFwuBM = 64 rows x kFwpBN = 128 columns (twice v2's columns: the staging of the four
+// window variants is paid per row tile, so wider tiles spend a larger share on FMAs), kFwuBK cells
+// a step, kFwuThreads threads.
+constexpr int kFwpBN = 128;
+constexpr int kFwpZRow = kFwpBN + 4;                 // floats per cell in one variant's Z tile (+4: loader stores spread)
 constexpr int kFwpZVariant = kFwuBK * kFwpZRow + 4;  // floats per variant q (+4: a column's 4 variants in distinct banks)
+constexpr int kFwpEqRow = 2 * kFwuBM + 4;            // floats per cell of the e / offset tile (+4: loader stores spread)
 static_assert(kFwpZRow % 4 == 0 && kFwpZVariant % 4 == 0 && kFwpZVariant % 32 == 4, "float4 reads, bank skew");
-static_assert(kFwuBM == 2 * 32 && kFwuBN == 8 * (kFwuThreads / 32), "v3 thread tile: lane = 2 rows, warp = 8 columns");
+static_assert(kFwpEqRow % 4 == 0, "float4 reads of the e / offset tile");
+static_assert(kFwuBM == 2 * 32 && kFwpBN == 16 * (kFwuThreads / 32), "v3 thread tile: lane = 2 rows, warp = 16 columns");
 
 // The plan of one pooled filter update: g as v2's plan but with g.positions = P, g.split_len,
 // g.splits and g.adv_* (adv_y < Hp, adv_x < Wp) over the pooled cells; g.H, g.W, g.HW stay the

@@ -426,14 +426,16 @@ def test_reference_sparse_formula_equals_dense_on_argmax_sparse_errors(rng):
         np.testing.assert_allclose(db, e.sum(axis=(0, 2, 3)), rtol=0, atol=1e-12)
 
 
-# (N, C_in, C_out, H, W, k): block tile 64 (C_out) x 64 (columns C_in·k·k + bias), 16 pooled cells a
+# (N, C_in, C_out, H, W, k): block tile 64 (C_out) x 128 (columns C_in·k·k + bias), 16 pooled cells a
 # step, splits of whole steps (as many as ~264 blocks need)
 POOLED_SHAPES = [
     (1, 1, 1, 2, 2, 1),  # one cell, one tap, one split
     (1, 2, 3, 1, 5, 3),  # H = 1: no pooled cell at all, ΔW = 0 (still written)
     (1, 3, 5, 3, 3, 3),  # odd H, W: one cell and a dropped trailing row and column
-    (2, 7, 65, 5, 7, 3),  # 63 taps + bias = one column tile; C_out = tile + 1
-    (3, 7, 5, 9, 8, 3),  # 64 taps + bias = tile + 1; 48 cells = 3 steps, odd H
+    (2, 7, 65, 5, 7, 3),  # 63 taps (+ bias); C_out = row tile + 1
+    (3, 7, 5, 9, 8, 3),  # 63 taps (+ bias); 48 cells = 3 steps, odd H
+    (1, 128, 3, 4, 4, 1),  # 128 taps = one column tile, + bias = tile + 1
+    (2, 15, 70, 6, 6, 3),  # 135 taps: 2 column tiles x 2 row tiles; 18 cells = 2 steps
     (1, 2, 3, 17, 3, 5),  # Wp = 1: a step spans rows; k > W
     (2, 1, 3, 50, 50, 1),  # 1250 cells: 79 steps, 79 splits
     (5, 3, 2, 13, 11, 5),  # primes, odd H and W; 75 taps + bias
