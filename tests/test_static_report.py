@@ -323,8 +323,14 @@ def _fake_kernels(ffma_share=0.5):
 def test_ekdaa_launches_keep_floors_counts(preset):
     kernels = _fake_kernels()
     launches = sr.ekdaa_launches(preset, 50, kernels)
-    rows = floors.update_rows(floors.blocks_of(preset), 50, "ekdaa")
-    assert sum(la.flops for la in launches) == sum(r["flops"] for r in rows)
+    blocks = floors.blocks_of(preset)
+    rows = floors.update_rows(blocks, 50, "ekdaa")
+    # a pooled conv layer's filter update runs v3: one term per 2x2 window, a quarter of the floor's FLOPs
+    pooled = {b.name for b in blocks if b.kind == "conv" and b.pool}
+    sparse = [r for r in rows if r["op"] == "conv_filter_update" and r["layer"] in pooled]
+    assert sparse and sum(la.name == "conv_filter_update_pooled_kernel" for la in launches) == len(sparse)
+    want = sum(r["flops"] for r in rows) - sum(r["flops"] - r["flops"] // 4 for r in sparse)
+    assert sum(la.flops for la in launches) == want
     assert abs(sum(la.nbytes for la in launches) - sum(r["bytes"] for r in rows)) < len(launches)
     assert all(la.blocks >= 1 for la in launches)
 
