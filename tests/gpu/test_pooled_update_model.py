@@ -2,8 +2,9 @@
 against the dense v2 filter update on whole models (``CudaBackend.pooled_filter_update``).
 
 The backend takes the sparse path exactly for the pooled conv layers whose error it unpooled at
-the argmax itself (layer-wise rules with unpool="argmax"); DFA-style rules, the bilinear unpool and
-unpooled layers stay dense. Both paths sum the same nonzero products in float32, in different
+the argmax itself (layer-wise rules EKDAA, BP, FA, KP with unpool="argmax": conv_error_proj /
+unpool_error write exactly 0 off the argmax whatever the epilogue); DFA-style rules (their error
+is d·φ'(h) at every position), the bilinear unpool and unpooled layers stay dense. Both paths sum the same nonzero products in float32, in different
 orders (v2: positions (n, y, x) in splits of the full-resolution grid; v3: pooled cells (n, i, j)
 in splits of the pooled grid), so single ΔW entries differ by a few ulps of Σ|terms|, and so do the
 parameters after a few steps (see the tolerance below): not bitwise.
@@ -33,6 +34,9 @@ def _model(device, preset, rule, sparse, **kw):
     ("fmnist", "ekdaa", {}),
     ("fmnist", "ekdaa", {"dropout_conv": 0.1, "bias": True}),
     ("cifar", "bp", {"activation": "relu", "bias": True}),
+    ("fmnist", "fa", {}),
+    ("fmnist", "kp", {"bias": True}),
+    ("fmnist", "ekdaa", {"normalize": "rms"}),  # d normalized, then unpool_error: still the sparse path
     ("fmnist", "dfa", {}),  # direct rule: e is dense, never the sparse path
     ("fmnist", "ekdaa", {"variant": "release"}),  # bilinear unpool: dense
 ])
@@ -47,7 +51,7 @@ def test_sparse_filter_update_trains_like_dense(device, rng, monkeypatch, preset
     for _ in range(3):
         a, b = sparse.step(x, labels), dense.step(x, labels)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
-    takes_sparse = rule in ("ekdaa", "bp") and options.get("variant") != "release"
+    takes_sparse = rule in ("ekdaa", "bp", "fa", "kp") and options.get("variant") != "release"
     assert len(calls) == (3 * POOLED_CONVS[preset] if takes_sparse else 0), "which layers took the sparse path"
     got, want = sparse.state_dict(), dense.state_dict()
     assert sorted(got) == sorted(want)
