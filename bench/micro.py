@@ -13,11 +13,12 @@ update (``ekdaa_cuda/backend_cuda.py``):
 | fc_proj, fc_error_proj        | mm (+ epilogue)                                                          |
 | fc_fwd                        | linear (+ tanh)                                                          |
 | softmax_error                 | softmax, − one_hot, −log p[label]                                        |
-| conv_filter_update            | torch.nn.grad.conv2d_weight (cuDNN backward-filter) (+ bias sum) + γ·ΔW  |
+| conv_filter_update (v1/v2/v3) | torch.nn.grad.conv2d_weight (cuDNN backward-filter) (+ bias sum) + γ·ΔW  |
 | fc_update                     | mm(eᵀ, z) (+ bias sum) + γ·ΔWᵀ                                           |
 | optimizer (MultiTensorOptimizer) | torch.optim.SGD(momentum=0.9), fused (else foreach), same tensors     |
 
-The epilogue is EKDAA's target error z − tanh(h − βd) (z = tanh(h), which autograd would have
+Pooled layers' filter update also gets a v3 row (``conv_filter_update_pooled``: the same e, zero
+off the argmax, with its codes; one term per 2x2 window). The epilogue is EKDAA's target error z − tanh(h − βd) (z = tanh(h), which autograd would have
 saved) or BP's tanh_backward d·(1 − z²).
 
 Validation first: each op's output is compared, as ‖out − ref‖/‖ref‖, against the PyTorch

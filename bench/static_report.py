@@ -136,8 +136,8 @@ KERNELS = {
                                    phase="error", ffma_target=True),
     "conv_filter_update_gemm_kernel": dict(role="filter update pass 1: split-K implicit GEMM partials of ΔW|Δb",
                                            phase="update", ffma_target=True),
-    "conv_filter_update_pooled_kernel": dict(role="filter update v3 pass 1: argmax-sparse split-K partials of ΔW|Δb "
-                                                  "(pooled layers)", phase="update", ffma_target=True),
+    "conv_filter_update_pooled_kernel": dict(role="filter update v3 pass 1: argmax-sparse split-K partials "
+                                                  "of ΔW|Δb (pooled layers)", phase="update", ffma_target=True),
     "conv_filter_update_reduce_kernel": dict(role="filter update pass 2: fixed-order sum of the partials, ΔW, Δb, ΔE",
                                              phase="update", ffma_target=False),
     "conv_filter_update_kernel": dict(role="filter update v1 (benchmark-only, one block per output)",

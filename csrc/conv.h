@@ -337,12 +337,12 @@ inline int64_t fwu_workspace_floats(const FwuPlan& p) { return int64_t(p.splits)
 // window variants is paid per row tile, so wider tiles spend a larger share on FMAs), kFwuBK cells
 // a step, kFwuThreads threads.
 constexpr int kFwpBN = 128;
-constexpr int kFwpZRow = kFwpBN + 4;                 // floats per cell in one variant's Z tile (+4: loader stores spread)
-constexpr int kFwpZVariant = kFwuBK * kFwpZRow + 4;  // floats per variant q (+4: a column's 4 variants in distinct banks)
-constexpr int kFwpEqRow = 2 * kFwuBM + 4;            // floats per cell of the e / offset tile (+4: loader stores spread)
+constexpr int kFwpZRow = kFwpBN + 4;                 // floats per cell of one variant's Z tile (+4: stores spread)
+constexpr int kFwpZVariant = kFwuBK * kFwpZRow + 4;  // floats per variant q (+4: a column's 4 variants, 4 banks apart)
+constexpr int kFwpEqRow = 2 * kFwuBM + 4;            // floats per cell of the e / offset tile (+4: stores spread)
 static_assert(kFwpZRow % 4 == 0 && kFwpZVariant % 4 == 0 && kFwpZVariant % 32 == 4, "float4 reads, bank skew");
 static_assert(kFwpEqRow % 4 == 0, "float4 reads of the e / offset tile");
-static_assert(kFwuBM == 2 * 32 && kFwpBN == 16 * (kFwuThreads / 32), "v3 thread tile: lane = 2 rows, warp = 16 columns");
+static_assert(kFwuBM == 2 * 32 && kFwpBN == 16 * (kFwuThreads / 32), "v3 tile: lane = 2 rows, warp = 16 columns");
 
 // The plan of one pooled filter update: g as v2's plan but with g.positions = P, g.split_len,
 // g.splits and g.adv_* (adv_y < Hp, adv_x < Wp) over the pooled cells; g.H, g.W, g.HW stay the
@@ -430,7 +430,7 @@ void launch_conv_filter_update_pooled(const float* z,         // [N, C_in, H, W]
                                       float* dw,              // [C_out, C_in, k, k]
                                       float* db,              // [C_out] or nullptr
                                       float* de,              // [C_out, C_in, k, k]
-                                      float* workspace,       // [workspace_floats] scratch: [splits, C_out, C_in·k·k (+1)]
+                                      float* workspace,       // [workspace_floats]: [splits, C_out, C_in·k·k (+1)]
                                       int64_t workspace_floats, int64_t N, int64_t C_in, int64_t C_out, int64_t H,
                                       int64_t W, int64_t Hp, int64_t Wp, int64_t k, float gamma, cudaStream_t stream);
 

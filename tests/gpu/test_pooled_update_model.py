@@ -4,10 +4,11 @@ against the dense v2 filter update on whole models (``CudaBackend.pooled_filter_
 The backend takes the sparse path exactly for the pooled conv layers whose error it unpooled at
 the argmax itself (layer-wise rules EKDAA, BP, FA, KP with unpool="argmax": conv_error_proj /
 unpool_error write exactly 0 off the argmax whatever the epilogue); DFA-style rules (their error
-is d·φ'(h) at every position), the bilinear unpool and unpooled layers stay dense. Both paths sum the same nonzero products in float32, in different
-orders (v2: positions (n, y, x) in splits of the full-resolution grid; v3: pooled cells (n, i, j)
-in splits of the pooled grid), so single ΔW entries differ by a few ulps of Σ|terms|, and so do the
-parameters after a few steps (see the tolerance below): not bitwise.
+is d·φ'(h) at every position), the bilinear unpool and unpooled layers stay dense. Both paths sum
+the same nonzero products in float32, in different orders (v2: positions (n, y, x) in splits of
+the full-resolution grid; v3: pooled cells (n, i, j) in splits of the pooled grid), so single ΔW
+entries differ by a few ulps of Σ|terms|, and so do the parameters after a few steps (see the
+tolerance below): not bitwise.
 """
 
 import numpy as np
