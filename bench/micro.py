@@ -18,7 +18,9 @@ update (``ekdaa_cuda/backend_cuda.py``):
 | optimizer (MultiTensorOptimizer) | torch.optim.SGD(momentum=0.9), fused (else foreach), same tensors     |
 
 Pooled layers' filter update also gets a v3 row (``conv_filter_update_pooled``: the same e, zero
-off the argmax, with its codes; one term per 2x2 window). The epilogue is EKDAA's target error z − tanh(h − βd) (z = tanh(h), which autograd would have
+off the argmax, with its codes; one term per 2x2 window).
+
+The epilogue is EKDAA's target error z − tanh(h − βd) (z = tanh(h), which autograd would have
 saved) or BP's tanh_backward d·(1 − z²).
 
 Validation first: each op's output is compared, as ‖out − ref‖/‖ref‖, against the PyTorch
