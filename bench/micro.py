@@ -13,9 +13,12 @@ update (``ekdaa_cuda/backend_cuda.py``):
 | fc_proj, fc_error_proj        | mm (+ epilogue)                                                          |
 | fc_fwd                        | linear (+ tanh)                                                          |
 | softmax_error                 | softmax, − one_hot, −log p[label]                                        |
-| conv_filter_update            | torch.nn.grad.conv2d_weight (cuDNN backward-filter) (+ bias sum) + γ·ΔW  |
+| conv_filter_update (v1/v2/v3) | torch.nn.grad.conv2d_weight (cuDNN backward-filter) (+ bias sum) + γ·ΔW  |
 | fc_update                     | mm(eᵀ, z) (+ bias sum) + γ·ΔWᵀ                                           |
 | optimizer (MultiTensorOptimizer) | torch.optim.SGD(momentum=0.9), fused (else foreach), same tensors     |
+
+Pooled layers' filter update also gets a v3 row (``conv_filter_update_pooled``: the same e, zero
+off the argmax, with its codes; one term per 2x2 window).
 
 The epilogue is EKDAA's target error z − tanh(h − βd) (z = tanh(h), which autograd would have
 saved) or BP's tanh_backward d·(1 − z²).
@@ -122,7 +125,9 @@ def cases_for(preset: str, batch: int, bias: bool | None = None, widths=None) ->
     for b in blocks:
         if b.kind == "conv":
             c, h, w = b.in_shape
-            for version in (2, 1):  # 2: split-K implicit GEMM; 1: the previous kernel (one block per output)
+            # 3 (pooled layers): one term per 2x2 window (e is zero off the argmax); 2: split-K implicit GEMM;
+            # 1: the previous kernel (one block per output)
+            for version in (3, 2, 1) if b.pool else (2, 1):
                 add("conv_filter_update", b.name, c_in=c, c_out=b.size, h=h, w=w, k=b.kernel, bias=b.bias,
                     sparse=b.pool, version=version)
         else:
@@ -196,15 +201,16 @@ def indices_to_codes(idx, width: int):
     return ((row % 2) * 2 + col % 2).to(torch.uint8)
 
 
-def _pool_sparse(e, gen):
-    """Zero 3 of every 2x2 window, as an error unpooled at the argmax is (the conv layers' e)."""
+def _pool_sparse(e, gen, codes=False):
+    """Zero 3 of every 2x2 window, as an error unpooled at the argmax is (the conv layers' e); with
+    ``codes``, also the kept positions as argmax codes 2·dy + dx (uint8 [N, C, H//2, W//2])."""
     n, c, h, w = e.shape
     keep = torch.randint(0, 4, (n, c, h // 2, w // 2), generator=gen, device=e.device)
     mask = torch.zeros(n, c, h // 2, w // 2, 4, device=e.device).scatter_(-1, keep[..., None], 1.0)
     mask = mask.view(n, c, h // 2, w // 2, 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2 * 2, w // 2 * 2)
     out = torch.zeros_like(e)
     out[:, :, : h // 2 * 2, : w // 2 * 2] = e[:, :, : h // 2 * 2, : w // 2 * 2] * mask
-    return out
+    return (out, keep.to(torch.uint8)) if codes else out
 
 
 def epilogue(d, h, z, rule):
@@ -259,8 +265,12 @@ def make_inputs(case: Case, gen, device) -> dict:
                 "labels": torch.randint(0, s["classes"], (n,), generator=gen, device=device)}
     if op == "conv_filter_update":
         e = _normal((n, s["c_out"], s["h"], s["w"]), gen, device, 0.1)
-        return {"z": _uniform((n, s["c_in"], s["h"], s["w"]), gen, device),
-                "e": _pool_sparse(e, gen) if s["sparse"] else e}
+        inp = {"z": _uniform((n, s["c_in"], s["h"], s["w"]), gen, device)}
+        if s["sparse"]:
+            inp["e"], inp["codes"] = _pool_sparse(e, gen, codes=True)
+        else:
+            inp["e"] = e
+        return inp
     if op == "fc_update":
         return {"z": _uniform((n, s["f_in"]), gen, device), "e": _normal((n, s["f_out"]), gen, device, 0.1)}
     if op == "optimizer":
@@ -427,6 +437,11 @@ def ekdaa_call(case: Case, inp: dict, ext) -> tuple:
         z, e = a(inp["z"]), a(inp["e"])
         out = (a(outs[0]), a(outs[2]) if s["bias"] else None, a(outs[1]))
         version = s.get("version", 2)
+        if version == 3:  # the argmax-sparse kernel, on the same e and its codes
+            codes = a(inp["codes"])
+            ws = ext.conv.conv_filter_update_pooled_workspace(z, s["c_out"], s["k"], bias=s["bias"])
+            return (lambda: ext.conv.conv_filter_update_pooled(z, e, codes, s["k"], gamma=GAMMA, bias=s["bias"],
+                                                               out=out, workspace=ws)), outs
         ws = ext.conv.conv_filter_update_workspace(z, s["c_out"], s["k"], bias=s["bias"]) if version == 2 else None
         return (lambda: ext.conv.conv_filter_update(z, e, s["k"], gamma=GAMMA, bias=s["bias"], out=out, workspace=ws,
                                                     version=version)), outs

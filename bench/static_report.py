@@ -136,6 +136,8 @@ KERNELS = {
                                    phase="error", ffma_target=True),
     "conv_filter_update_gemm_kernel": dict(role="filter update pass 1: split-K implicit GEMM partials of ΔW|Δb",
                                            phase="update", ffma_target=True),
+    "conv_filter_update_pooled_kernel": dict(role="filter update v3 pass 1: argmax-sparse split-K partials "
+                                                  "of ΔW|Δb (pooled layers)", phase="update", ffma_target=True),
     "conv_filter_update_reduce_kernel": dict(role="filter update pass 2: fixed-order sum of the partials, ΔW, Δb, ΔE",
                                              phase="update", ffma_target=False),
     "conv_filter_update_kernel": dict(role="filter update v1 (benchmark-only, one block per output)",
@@ -166,12 +168,14 @@ def _gemm_blocks(rows: int, cols: int, tile: int = 16) -> int:
 
 def _fwu_plan(s: dict) -> tuple[int, int, int]:
     """(block tiles, splits, columns) of the v2 filter update for a floors shape: plan_filter_update
-    in csrc/conv.cu (64 x 64 tiles, 16 positions a step, ~264 blocks)."""
-    bm = bn = 64
+    in csrc/conv.cu (64 x 64 tiles, 16 positions a step, ~264 blocks); with s["pooled"], v3's
+    plan_filter_update_pooled (64 x 128 tiles over the N·(H/2)·(W/2) pooled cells)."""
+    bm, bn = 64, 128 if s.get("pooled") else 64
     bk, target = 16, 264
     cols = s["c_in"] * s["k"] ** 2 + int(bool(s.get("bias", False)))
     tiles = max(1, _ceil(s["c_out"], bm) * _ceil(cols, bn))
-    chunks = max(1, _ceil(s["n"] * s["h"] * s["w"], bk))
+    positions = s["n"] * (s["h"] // 2) * (s["w"] // 2) if s.get("pooled") else s["n"] * s["h"] * s["w"]
+    chunks = max(1, _ceil(positions, bk))
     want = min(_ceil(target, tiles), chunks, 65535)
     per_split = _ceil(chunks, want)
     return tiles, _ceil(chunks, per_split), cols
@@ -192,7 +196,8 @@ def _op_kernels(row: dict, block_size) -> list[tuple[str, int]]:
         return [("conv_error_proj_kernel", _ceil(cells, block_size("conv_error_proj_kernel")))]
     if op == "conv_filter_update":
         tiles, splits, cols = _fwu_plan(s)
-        return [("conv_filter_update_gemm_kernel", tiles * splits),
+        first = "conv_filter_update_pooled_kernel" if s.get("pooled") else "conv_filter_update_gemm_kernel"
+        return [(first, tiles * splits),
                 ("conv_filter_update_reduce_kernel", _ceil(s["c_out"] * cols, 256))]
     if op == "fc_fwd":
         return [("fc_fwd_kernel", _gemm_blocks(s["n"], s["f_out"]))]
@@ -841,7 +846,12 @@ def ekdaa_launches(preset: str, batch: int, kernels: dict) -> list[Launch]:
     def block_size(name):
         return kernels[name]["occupancy"]["threads_per_block"]
 
+    # The backend's filter update of a pooled conv layer is v3 (conv_filter_update_pooled): its e is
+    # zero off the argmax, one term per 2x2 window, a quarter of the dense FLOPs executed.
+    pooled = {b.name for b in blocks if b.kind == "conv" and b.pool}
     for row in floors.update_rows(blocks, batch, "ekdaa"):
+        if row["op"] == "conv_filter_update" and row["layer"] in pooled:
+            row = {**row, "flops": row["flops"] // 4, "shape": {**row["shape"], "pooled": True}}
         parts = _op_kernels(row, block_size)
         for i, (kname, nblocks) in enumerate(parts):
             if kname not in kernels:

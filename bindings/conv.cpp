@@ -94,6 +94,23 @@ void register_conv(py::module_& m) {
           py::arg("C_in"), py::arg("C_out"), py::arg("H"), py::arg("W"), py::arg("k"), py::arg("bias"),
           "Floats of workspace conv_filter_update needs for these sizes.");
     m.def(
+        "conv_filter_update_pooled",
+        [](A z, A e, A argmax, A dw, A db, A de, A workspace, int64_t workspace_floats, int64_t N, int64_t C_in,
+           int64_t C_out, int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64_t k, float gamma, A stream) {
+            ekdaa::launch_conv_filter_update_pooled(ptr<const float>(z), ptr<const float>(e),
+                                                    ptr<const uint8_t>(argmax), ptr<float>(dw), ptr<float>(db),
+                                                    ptr<float>(de), ptr<float>(workspace), workspace_floats, N, C_in,
+                                                    C_out, H, W, Hp, Wp, k, gamma, stream_of(stream));
+        },
+        py::arg("z"), py::arg("e"), py::arg("argmax"), py::arg("dw"), py::arg("db"), py::arg("de"),
+        py::arg("workspace"), py::arg("workspace_floats"), py::arg("N"), py::arg("C_in"), py::arg("C_out"),
+        py::arg("H"), py::arg("W"), py::arg("Hp"), py::arg("Wp"), py::arg("k"), py::arg("gamma"), py::arg("stream"),
+        "Raw launcher, filter update v3 for an e nonzero only at the pool argmax (db = 0: no bias). "
+        "Use ekdaa_cuda.ops.conv.conv_filter_update_pooled.");
+    m.def("conv_filter_update_pooled_workspace_floats", &ekdaa::conv_filter_update_pooled_workspace_floats,
+          py::arg("N"), py::arg("C_in"), py::arg("C_out"), py::arg("H"), py::arg("W"), py::arg("k"), py::arg("bias"),
+          "Floats of workspace conv_filter_update_pooled needs for these sizes.");
+    m.def(
         "conv_filter_update_v1",
         [](A z, A e, A dw, A db, A de, int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k,
            float gamma, A stream) {

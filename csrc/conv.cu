@@ -9,14 +9,16 @@
 //   unpool_bilinear     TF2 bilinear resize, half-pixel centres (the release's unpool)
 //   conv_filter_update  ΔW = z ⋆ Flip(e) (conv-backward-filter), Δb = Σ e, ΔE = γ·ΔW      (eq. 9–10)
 //                       as a split-K implicit GEMM (register-blocked, shared-memory tiles) and a
-//                       fixed-order sum of its partials; v1 (one block per output) kept for benchmarks
+//                       fixed-order sum of its partials; v1 (one block per output) kept for benchmarks;
+//                       v3 (conv_filter_update_pooled) for an e that is zero off the pool argmax: one
+//                       term per 2x2 window, the same split-K and reduce
 //
 // Layout: float32 NCHW, contiguous; weights [C_out, C_in, k, k]; k odd, stride 1, same padding.
 // Every kernel but the filter update's GEMM is a thin wrapper over a per-thread body in conv.h
 // (one output, or one 2x2 pool cell, per thread); the GEMM and its reduce use shared-memory tiles
 // and registers (v1, one block per output with a fixed-order tree, is kept for benchmarks).
 // Test: `pytest tests/gpu/test_ops_conv.py` (the CPU simulator, and the GPU when there is one);
-// bench/micro.py times them (filter update v1 and v2).
+// bench/micro.py times them (filter update v1, v2 and v3).
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -78,6 +80,48 @@ __global__ void conv_filter_update_kernel(FilterUpdateArgs a) {
     if (threadIdx.x == 0) filter_update_store(a, o, partial[0]);
 }
 
+// Column j of the filter update's implicit im2col (FwuPlan): kind 0, tap (ci, ky, kx) of z, read at
+// zoff = ci·HW + zdy·W + zdx from a position's address where (y + zdy, x + zdx) is inside the image;
+// kind 1, the bias column of ones; kind 2, past the last column. Once per thread, not per term.
+EKDAA_HD void fwu_column(const FwuPlan& g, int j, int& zoff, int& zdy, int& zdx, int& kind) {
+    zoff = 0;
+    zdy = 0;
+    zdx = 0;
+    kind = j < g.taps ? 0 : (j < g.cols ? 1 : 2);
+    if (kind == 0) {
+        const int kk2 = g.k * g.k, ci = j / kk2, r = j - ci * kk2, ky = r / g.k, kx = r - ky * g.k;
+        zdy = ky - g.pad;
+        zdx = kx - g.pad;
+        zoff = ci * g.HW + zdy * g.W + zdx;
+    }
+}
+
+// Position p of an N x gh x gw grid as (n, y, x): once per thread.
+EKDAA_HD void fwu_locate(int p, int gh, int gw, int& n, int& y, int& x) {
+    n = 0, y = 0, x = 0;
+    if (gh * gw == 0) return;
+    n = p / (gh * gw);
+    const int yx = p - n * gh * gw;
+    y = yx / gw;
+    x = yx - y * gw;
+}
+
+// (n, y, x) += kFwuBK positions of the N x gh x gw grid the plan's adv_* were made for: one carry
+// per digit at most (adv_x < gw, adv_y < gh), no division.
+EKDAA_HD void fwu_advance(const FwuPlan& g, int gh, int gw, int& n, int& y, int& x) {
+    x += g.adv_x;
+    if (x >= gw) {
+        x -= gw;
+        ++y;
+    }
+    y += g.adv_y;
+    if (y >= gh) {
+        y -= gh;
+        ++n;
+    }
+    n += g.adv_n;
+}
+
 // Pass 1 of the filter update (v2), one block per (column tile, C_out tile, split):
 //   ws[s, co, j] = Σ_{p in split s, in order} e[p, co] · Z[p, j]      (FwuPlan in conv.h)
 // Block tile 64 (co) x 64 (j), 256 threads as 16 x 16, thread (tm, tn) holding rows co0 + 4·tm .. +3
@@ -101,34 +145,17 @@ __global__ void __launch_bounds__(kFwuThreads)
     const int p_end = min(g.positions, p_begin + g.split_len);
 
     // This thread's 4 loader columns: z offset of (ci, ky − pad, kx − pad), the tap shift, and its kind.
-    int zoff[4], zdy[4], zdx[4], zkind[4];  // kind 0: tap of z, 1: bias column of ones, 2: beyond cols
+    int zoff[4], zdy[4], zdx[4], zkind[4];  // fwu_column
     int eoff[4];                            // e offset of row co (−1: beyond C_out)
-    const int kk2 = g.k * g.k;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        const int j = j0 + lc + 16 * i;
-        zoff[i] = 0;
-        zdy[i] = 0;
-        zdx[i] = 0;
-        zkind[i] = j < g.taps ? 0 : (j < g.cols ? 1 : 2);
-        if (zkind[i] == 0) {  // once per thread, not per term
-            const int ci = j / kk2, r = j - ci * kk2, ky = r / g.k, kx = r - ky * g.k;
-            zdy[i] = ky - g.pad;
-            zdx[i] = kx - g.pad;
-            zoff[i] = ci * g.HW + zdy[i] * g.W + zdx[i];
-        }
+        fwu_column(g, j0 + lc + 16 * i, zoff[i], zdy[i], zdx[i], zkind[i]);
         const int co = co0 + lc + 16 * i;
         eoff[i] = co < g.C_out ? co * g.HW : -1;
     }
     // Position p = p_begin + lr as (n, y, x) (p may lie past p_end: then it is never read).
-    int n = 0, y = 0, x = 0;
-    if (g.HW > 0) {  // once per thread
-        const int p = p_begin + lr;
-        n = p / g.HW;
-        const int yx = p - n * g.HW;
-        y = yx / g.W;
-        x = yx - y * g.W;
-    }
+    int n, y, x;
+    fwu_locate(p_begin + lr, g.H, g.W, n, y, x);
     const int zimg = g.C_in * g.HW, eimg = g.C_out * g.HW;
 
     float acc[4][4];
@@ -171,18 +198,7 @@ __global__ void __launch_bounds__(kFwuThreads)
                 for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
         }
         __syncthreads();
-        // (n, y, x) += kFwuBK positions: one carry per digit at most (adv_x < W, adv_y < H).
-        x += g.adv_x;
-        if (x >= g.W) {
-            x -= g.W;
-            ++y;
-        }
-        y += g.adv_y;
-        if (y >= g.H) {
-            y -= g.H;
-            ++n;
-        }
-        n += g.adv_n;
+        fwu_advance(g, g.H, g.W, n, y, x);
     }
 
     float* out = ws + int64_t(blockIdx.z) * g.C_out * g.cols;  // this split's partial G
@@ -216,6 +232,139 @@ __global__ void conv_filter_update_reduce_kernel(const float* __restrict__ ws,  
         de[co * g.taps + j] = g.gamma * sum;
     } else {
         db[co] = sum;
+    }
+}
+
+// Pass 1 of the filter update of a pooled layer (v3, FwuPooledPlan in conv.h), one block per
+// (column tile, C_out tile, split):
+//   ws[s, co, j] = Σ_{cells c = (n, i, j') of split s, in order} e[n, co, 2i+dy, 2j'+dx] · Z_q[c, j]
+// with q = 2·dy + dx = argmax[n, co, i, j'], Z_q[c, (ci, ky, kx)] = z[n, ci, 2i+dy+ky−pad, 2j'+dx+kx−pad]
+// (zero outside the image) and Z_q[c, taps] = 1 (bias). Block tile 64 (co) x 128 (j); per step
+// kFwuBK = 16 cells are staged in shared memory: the four variants Z_q of the implicit im2col (the
+// cells' full-resolution 2x2 windows), and for each row co of the tile e at the argmax and the byte
+// offset of its variant. Loaders: thread t handles cell t % 16 and columns t / 16 + 16·i (i < 8; a
+// column's 4 variants are the window z[at], z[at + 1], z[at + W], z[at + W + 1]) and rows
+// t / 16 + 16·i (i < 4). Product: warp w owns columns 16w..16w+15, lane l rows 2l, 2l+1: per cell a
+// lane reads {e, e, offset, offset} of its rows in one float4, then 4 float4 of Z_q per row, each
+// feeding 4 FMAs; the 32 lanes' reads of one Z row touch at most 4 distinct 16-byte chunks (one per
+// q, skewed into distinct banks): one wavefront.
+__global__ void __launch_bounds__(kFwuThreads, 2)  // <= 128 registers: two blocks (16 warps) per SM
+    conv_filter_update_pooled_kernel(const float* __restrict__ z,         // [N, C_in, H, W]
+                                     const float* __restrict__ e,         // [N, C_out, H, W]
+                                     const uint8_t* __restrict__ argmax,  // [N, C_out, Hp, Wp]
+                                     float* __restrict__ ws,              // [splits, C_out, cols]
+                                     FwuPooledPlan pp) {
+    __shared__ float4 zs4[kFwpZVariant];                // Z_q tiles, floats [q][cell][j] (q-stride kFwpZVariant)
+    __shared__ float4 eq4[kFwuBK * kFwpEqRow / 4];      // per cell and lane l: e[2l], e[2l+1], offsets (int bits)
+    float* zs = reinterpret_cast<float*>(&zs4[0]);
+    float* eq = reinterpret_cast<float*>(&eq4[0]);
+    const FwuPlan& g = pp.g;
+    const int t = threadIdx.x;
+    const int lr = t & (kFwuBK - 1), lc = t >> 4;  // loader: cell lr, columns / rows lc + 16·i
+    const int lane = t & 31, warp = t >> 5;        // product: rows 2·lane, 2·lane + 1; columns 16·warp ..
+    const int j0 = blockIdx.x * kFwpBN, co0 = blockIdx.y * kFwuBM;
+    const int p_begin = blockIdx.z * g.split_len;
+    const int p_end = min(g.positions, p_begin + g.split_len);
+
+    constexpr int kCols = kFwpBN / 16, kRows = kFwuBM / 16;  // loader columns and rows per thread
+    constexpr int kNoRow = -(1 << 29);  // a row shift that fails every bounds check (|y0|, |zdy| < 2^29)
+    int zoff[kCols], zdy[kCols], zdx[kCols];  // fwu_column (full resolution); zdy = kNoRow: no tap of z
+    float* bias_dst = nullptr;                // this thread's slot of the bias column, if it loads it
+#pragma unroll
+    for (int i = 0; i < kCols; ++i) {
+        int kind;
+        fwu_column(g, j0 + lc + 16 * i, zoff[i], zdy[i], zdx[i], kind);
+        zdy[i] = kind == 0 ? zdy[i] : kNoRow;
+        if (kind == 1) bias_dst = zs + lr * kFwpZRow + lc + 16 * i;
+    }
+    int eoff[kRows], aoff[kRows];  // e and argmax offsets of row co (−1: beyond C_out)
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+        const int co = co0 + lc + 16 * i;
+        eoff[i] = co < g.C_out ? co * g.HW : -1;
+        aoff[i] = co < g.C_out ? co * pp.HWp : -1;
+    }
+    // Row r = lc + 16·i of the e / offset tile sits at lane r/2, component r % 2: e at
+    // eq_row + 32·i, its offset 2 floats further.
+    float* eq_row = eq + lr * kFwpEqRow + 4 * (lc >> 1) + (lc & 1);
+    int n, ci, cj;  // cell p_begin + lr as (n, i, j') (past p_end: never read)
+    fwu_locate(p_begin + lr, pp.Hp, pp.Wp, n, ci, cj);
+    const int zimg = g.C_in * g.HW, eimg = g.C_out * g.HW, aimg = g.C_out * pp.HWp;
+
+    float acc[2][16];
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int c = 0; c < 16; ++c) acc[r][c] = 0.0f;
+
+    for (int c0 = p_begin; c0 < p_end; c0 += kFwuBK) {
+        const bool live = c0 + lr < p_end;
+        const int y0 = 2 * ci, x0 = 2 * cj, yx = y0 * g.W + x0;  // the window's top-left corner
+        const int zbase = live ? n * zimg + yx : 0, ebase = live ? n * eimg + yx : 0;  // n < N when live
+        const int abase = live ? n * aimg + ci * pp.Wp + cj : 0;
+        const int ylive = live ? y0 : kNoRow;  // no row of z for a cell past the split
+#pragma unroll
+        for (int i = 0; i < kCols; ++i) {
+            // Z_q for q = 0..3: the 2x2 window at (y0 + zdy, x0 + zdx), zero outside the image
+            const int iy = ylive + zdy[i], ix = x0 + zdx[i], at = zbase + zoff[i];
+            const bool row0 = static_cast<unsigned>(iy) < static_cast<unsigned>(g.H);
+            const bool row1 = static_cast<unsigned>(iy + 1) < static_cast<unsigned>(g.H);
+            const bool col0 = static_cast<unsigned>(ix) < static_cast<unsigned>(g.W);
+            const bool col1 = static_cast<unsigned>(ix + 1) < static_cast<unsigned>(g.W);
+            float* dst = zs + lr * kFwpZRow + lc + 16 * i;
+            dst[0] = row0 && col0 ? z[at] : 0.0f;
+            dst[kFwpZVariant] = row0 && col1 ? z[at + 1] : 0.0f;
+            dst[2 * kFwpZVariant] = row1 && col0 ? z[at + g.W] : 0.0f;
+            dst[3 * kFwpZVariant] = row1 && col1 ? z[at + g.W + 1] : 0.0f;
+        }
+        if (live && bias_dst != nullptr)  // the column of ones, over the zeros just stored
+            bias_dst[0] = bias_dst[kFwpZVariant] = bias_dst[2 * kFwpZVariant] = bias_dst[3 * kFwpZVariant] = 1.0f;
+#pragma unroll
+        for (int i = 0; i < kRows; ++i) {
+            float ev = 0.0f;
+            int qoff = 0;
+            if (live && eoff[i] >= 0) {
+                const int q = argmax[abase + aoff[i]] & 3;
+                ev = e[ebase + eoff[i] + q + (q >> 1) * (g.W - 2)];  // + dy·W + dx
+                qoff = q * kFwpZVariant * int(sizeof(float));
+            }
+            eq_row[32 * i] = ev;
+            eq_row[32 * i + 2] = __int_as_float(qoff);
+        }
+        __syncthreads();
+        const char* zcol = reinterpret_cast<const char*>(zs + 16 * warp);  // + a row's byte offset: one add
+#pragma unroll
+        for (int kk = 0; kk < kFwuBK; ++kk) {
+            const float4 v = eq4[kk * (kFwpEqRow / 4) + lane];
+            const float ea[2] = {v.x, v.y};
+            const int qa[2] = {__float_as_int(v.z), __float_as_int(v.w)};
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const float4* row = reinterpret_cast<const float4*>(zcol + qa[r]) + kk * (kFwpZRow / 4);
+#pragma unroll
+                for (int c4 = 0; c4 < 4; ++c4) {
+                    const float4 b = row[c4];
+                    acc[r][4 * c4 + 0] = fmaf(ea[r], b.x, acc[r][4 * c4 + 0]);
+                    acc[r][4 * c4 + 1] = fmaf(ea[r], b.y, acc[r][4 * c4 + 1]);
+                    acc[r][4 * c4 + 2] = fmaf(ea[r], b.z, acc[r][4 * c4 + 2]);
+                    acc[r][4 * c4 + 3] = fmaf(ea[r], b.w, acc[r][4 * c4 + 3]);
+                }
+            }
+        }
+        __syncthreads();
+        fwu_advance(g, pp.Hp, pp.Wp, n, ci, cj);
+    }
+
+    float* out = ws + int64_t(blockIdx.z) * g.C_out * g.cols;  // this split's partial G
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int co = co0 + 2 * lane + r;
+        if (co >= g.C_out) continue;
+#pragma unroll
+        for (int c = 0; c < 16; ++c) {
+            const int col = j0 + 16 * warp + c;
+            if (col < g.cols) out[co * g.cols + col] = acc[r][c];
+        }
     }
 }
 
@@ -345,6 +494,26 @@ void require_int32(const char* op, const std::string& what, int64_t value) {
             what + " = " + std::to_string(value) + " exceeds 2^31 - 1, the limit of the kernel's 32-bit index math");
 }
 
+// g.split_len, g.splits and g.adv_* for g.positions = N·gh·gw positions (n, y, x) and block tiles of
+// kFwuBM rows x tile_cols columns: split-K chosen from the shapes alone, enough splits for
+// ~kFwuTargetBlocks blocks, at most one per step and 65535 (grid z).
+void plan_splits(const char* op, FwuPlan& g, int gh, int gw, int tile_cols) {
+    const int64_t tiles =
+        std::max<int64_t>(1, ((g.C_out + kFwuBM - 1) / kFwuBM) * ((int64_t(g.cols) + tile_cols - 1) / tile_cols));
+    const int64_t chunks = std::max<int64_t>(1, (int64_t(g.positions) + kFwuBK - 1) / kFwuBK);  // steps
+    const int64_t want = std::min<int64_t>({(kFwuTargetBlocks + tiles - 1) / tiles, chunks, 65535});
+    const int64_t per_split = (chunks + want - 1) / want;  // steps per split
+    g.split_len = int(per_split * kFwuBK);
+    g.splits = int((chunks + per_split - 1) / per_split);
+    require_int32(op, "workspace floats splits*C_out*cols", int64_t(g.splits) * g.C_out * g.cols);
+    g.adv_n = g.adv_y = g.adv_x = 0;
+    if (gh * gw > 0) {
+        g.adv_n = kFwuBK / (gh * gw);
+        g.adv_y = (kFwuBK % (gh * gw)) / gw;
+        g.adv_x = kFwuBK % gw;
+    }
+}
+
 // The v2 plan: sizes checked (32-bit), split-K chosen from the shapes alone.
 FwuPlan plan_filter_update(const char* op, int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k,
                            bool bias, float gamma) {
@@ -360,20 +529,19 @@ FwuPlan plan_filter_update(const char* op, int64_t N, int64_t C_in, int64_t C_ou
     g.N = int(N), g.C_in = int(C_in), g.C_out = int(C_out), g.H = int(H), g.W = int(W), g.k = int(k);
     g.pad = int(k / 2), g.HW = int(H * W), g.positions = int(N * H * W), g.taps = int(taps), g.cols = int(cols);
     g.gamma = gamma;
-    const int64_t tiles = std::max<int64_t>(1, ((C_out + kFwuBM - 1) / kFwuBM) * ((cols + kFwuBN - 1) / kFwuBN));
-    const int64_t chunks = std::max<int64_t>(1, (g.positions + kFwuBK - 1) / kFwuBK);  // steps of kFwuBK positions
-    // splits: enough for ~kFwuTargetBlocks blocks, at most one per step and 65535 (grid z)
-    const int64_t want = std::min<int64_t>({(kFwuTargetBlocks + tiles - 1) / tiles, chunks, 65535});
-    const int64_t per_split = (chunks + want - 1) / want;  // steps per split
-    g.split_len = int(per_split * kFwuBK);
-    g.splits = int((chunks + per_split - 1) / per_split);
-    require_int32(op, "workspace floats splits*C_out*cols", int64_t(g.splits) * C_out * cols);
-    if (g.HW > 0) {
-        g.adv_n = kFwuBK / g.HW;
-        g.adv_y = (kFwuBK % g.HW) / g.W;
-        g.adv_x = kFwuBK % g.W;
-    }
+    plan_splits(op, g, g.H, g.W, kFwuBN);
     return g;
+}
+
+// The v3 plan: v2's checks and columns, the split over the N·Hp·Wp pooled cells.
+FwuPooledPlan plan_filter_update_pooled(const char* op, int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W,
+                                        int64_t k, bool bias, float gamma) {
+    FwuPooledPlan pp{};
+    pp.g = plan_filter_update(op, N, C_in, C_out, H, W, k, bias, gamma);
+    pp.Hp = int(H / 2), pp.Wp = int(W / 2), pp.HWp = pp.Hp * pp.Wp;
+    pp.g.positions = int(N) * pp.HWp;  // <= N·H·W: fits
+    plan_splits(op, pp.g, pp.Hp, pp.Wp, kFwpBN);
+    return pp;
 }
 
 }  // namespace
@@ -399,6 +567,38 @@ void launch_conv_filter_update(const float* z, const float* e, float* dw, float*
     const dim3 grid(ceil_div(g.cols, kFwuBN), ceil_div(g.C_out, kFwuBM), static_cast<unsigned int>(g.splits));
     require(grid.y <= 65535, op, "C_out = " + std::to_string(C_out) + " needs more than 65535 row tiles");
     conv_filter_update_gemm_kernel<<<grid, kFwuThreads, 0, stream>>>(z, e, workspace, g);
+    CUDA_CHECK_LAUNCH(op, stream);
+    conv_filter_update_reduce_kernel<<<blocks_for(op, outputs), kThreads, 0, stream>>>(workspace, dw, db, de, g);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+int64_t conv_filter_update_pooled_workspace_floats(int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W,
+                                                   int64_t k, bool bias) {
+    const char* op = "conv_filter_update_pooled";
+    return fwu_workspace_floats(plan_filter_update_pooled(op, N, C_in, C_out, H, W, k, bias, 0.0f).g);
+}
+
+void launch_conv_filter_update_pooled(const float* z, const float* e, const uint8_t* argmax, float* dw, float* db,
+                                      float* de, float* workspace, int64_t workspace_floats, int64_t N, int64_t C_in,
+                                      int64_t C_out, int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64_t k,
+                                      float gamma, cudaStream_t stream) {
+    const char* op = "conv_filter_update_pooled";
+    const FwuPooledPlan pp = plan_filter_update_pooled(op, N, C_in, C_out, H, W, k, db != nullptr, gamma);
+    require(Hp == H / 2 && Wp == W / 2, op,
+            "argmax's pooled size (" + std::to_string(Hp) + ", " + std::to_string(Wp) + ") must be (H/2, W/2) = (" +
+                std::to_string(H / 2) + ", " + std::to_string(W / 2) + ")");
+    const FwuPlan& g = pp.g;
+    const int64_t outputs = int64_t(g.C_out) * g.cols;
+    if (outputs == 0) return;
+    const int64_t need = fwu_workspace_floats(g);
+    require(workspace_floats >= need, op,
+            "workspace holds " + std::to_string(workspace_floats) + " floats, needs " + std::to_string(need) +
+                " (conv_filter_update_pooled_workspace_floats)");
+    require(workspace != nullptr, op, "workspace is null but " + std::to_string(need) + " floats are needed");
+    require(argmax != nullptr || g.positions == 0, op, "argmax is null but there are pooled cells");
+    const dim3 grid(ceil_div(g.cols, kFwpBN), ceil_div(g.C_out, kFwuBM), static_cast<unsigned int>(g.splits));
+    require(grid.y <= 65535, op, "C_out = " + std::to_string(C_out) + " needs more than 65535 row tiles");
+    conv_filter_update_pooled_kernel<<<grid, kFwuThreads, 0, stream>>>(z, e, argmax, workspace, pp);
     CUDA_CHECK_LAUNCH(op, stream);
     conv_filter_update_reduce_kernel<<<blocks_for(op, outputs), kThreads, 0, stream>>>(workspace, dw, db, de, g);
     CUDA_CHECK_LAUNCH(op, stream);

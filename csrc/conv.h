@@ -322,6 +322,36 @@ struct FwuPlan {
 // Floats of workspace a plan needs: splits·C_out·cols.
 inline int64_t fwu_workspace_floats(const FwuPlan& p) { return int64_t(p.splits) * p.C_out * p.cols; }
 
+// ------------------------------------------------------------------ filter update of a pooled layer (v3)
+//
+// Below a 2x2 max-pool whose error is unpooled at the argmax, e is zero except at each window's
+// argmax (and zero on a dropped odd row/column): conv_error_proj / unpool_error write error_unit(d)
+// there and exactly 0 elsewhere, whatever the rule. The filter update then needs only one term per
+// window, a quarter of the dense sum:
+//   ΔW[co, ci, ky, kx] = Σ_{n,i,j} e[n, co, 2i+dy, 2j+dx] · z[n, ci, 2i+dy+ky−k/2, 2j+dx+kx−k/2]
+//   Δb[co]             = Σ_{n,i,j} e[n, co, 2i+dy, 2j+dx],   (dy, dx) from q = argmax[n, co, i, j]
+// (z zero outside the image; e read at full resolution). Not a plain GEMM: the position read
+// depends on the row co through q. The split-K machinery is v2's (FwuPlan, workspace, reduce pass)
+// with the reduction over the P = N·Hp·Wp pooled cells (n, i, j) instead of N·H·W positions.
+// Block tile kFwuBM = 64 rows x kFwpBN = 128 columns (twice v2's columns: the staging of the four
+// window variants is paid per row tile, so wider tiles spend a larger share on FMAs), kFwuBK cells
+// a step, kFwuThreads threads.
+constexpr int kFwpBN = 128;
+constexpr int kFwpZRow = kFwpBN + 4;                 // floats per cell of one variant's Z tile (+4: stores spread)
+constexpr int kFwpZVariant = kFwuBK * kFwpZRow + 4;  // floats per variant q (+4: a column's 4 variants, 4 banks apart)
+constexpr int kFwpEqRow = 2 * kFwuBM + 4;            // floats per cell of the e / offset tile (+4: stores spread)
+static_assert(kFwpZRow % 4 == 0 && kFwpZVariant % 4 == 0 && kFwpZVariant % 32 == 4, "float4 reads, bank skew");
+static_assert(kFwpEqRow % 4 == 0, "float4 reads of the e / offset tile");
+static_assert(kFwuBM == 2 * 32 && kFwpBN == 16 * (kFwuThreads / 32), "v3 tile: lane = 2 rows, warp = 16 columns");
+
+// The plan of one pooled filter update: g as v2's plan but with g.positions = P, g.split_len,
+// g.splits and g.adv_* (adv_y < Hp, adv_x < Wp) over the pooled cells; g.H, g.W, g.HW stay the
+// full resolution of z and e. Every size fits in int32 (checked by the planner).
+struct FwuPooledPlan {
+    FwuPlan g;
+    int Hp, Wp, HWp;  // pooled grid: H/2, W/2, Hp·Wp
+};
+
 // ------------------------------------------------------------------ argument checks (host)
 
 // Throw std::invalid_argument("<op>: ...") unless the sizes are consistent; run by every
@@ -389,6 +419,25 @@ void launch_conv_filter_update(const float* z,    // [N, C_in, H, W]
 // throws std::invalid_argument for sizes it cannot run (e.g. beyond 32-bit indexing).
 int64_t conv_filter_update_workspace_floats(int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k,
                                             bool bias);
+
+// Version 3, the filter update of a pooled layer: the same outputs as launch_conv_filter_update
+// for an e that is zero except at the argmax of each 2x2 window (see FwuPooledPlan), a quarter of
+// the multiply-adds. Hp = H/2 and Wp = W/2 (checked); codes are 0..3 (only their low 2 bits are
+// read). `workspace` as for v2, sized by conv_filter_update_pooled_workspace_floats(...).
+void launch_conv_filter_update_pooled(const float* z,         // [N, C_in, H, W]
+                                      const float* e,         // [N, C_out, H, W], zero off the argmax
+                                      const uint8_t* argmax,  // [N, C_out, Hp, Wp] codes 2·dy + dx of the pool
+                                      float* dw,              // [C_out, C_in, k, k]
+                                      float* db,              // [C_out] or nullptr
+                                      float* de,              // [C_out, C_in, k, k]
+                                      float* workspace,       // [workspace_floats]: [splits, C_out, C_in·k·k (+1)]
+                                      int64_t workspace_floats, int64_t N, int64_t C_in, int64_t C_out, int64_t H,
+                                      int64_t W, int64_t Hp, int64_t Wp, int64_t k, float gamma, cudaStream_t stream);
+
+// Floats of workspace launch_conv_filter_update_pooled needs (bias: db != nullptr); throws
+// std::invalid_argument for sizes it cannot run.
+int64_t conv_filter_update_pooled_workspace_floats(int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W,
+                                                   int64_t k, bool bias);
 
 // Version 1 (benchmark-only, bench/micro.py): one block per output, 256 threads each summing a
 // strided slice of the N·H·W terms with 64-bit div/mod per term, then a fixed tree.

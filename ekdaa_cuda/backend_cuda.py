@@ -7,7 +7,9 @@ so flatten/unflatten at the conv/FC border are free reshapes. What the fusion bu
 - forward: conv + bias + φ + dropout + 2x2 max-pool with argmax in one launch per conv;
 - conv → conv error: transposed conv with E, argmax unpool and the target/error epilogue
   in one launch (d never goes to memory); FC → conv: projection, then unpool + epilogue;
-- updates: ΔW, Δb and ΔE = γΔW from one pass over e (conv) / ΔW, ΔE = γΔWᵀ (FC);
+- updates: ΔW, Δb and ΔE = γΔW from one pass over e (conv) / ΔW, ΔE = γΔWᵀ (FC); below a pool,
+  an e this backend unpooled at the argmax (zero elsewhere) takes one term per window
+  (``conv_filter_update_pooled``, a quarter of the work);
 - output: softmax and e_y = z_y − onehot in one launch;
 - optimizer: every parameter tensor in at most two launches per step.
 Dropout masks are regenerated from (seed, step, layer, element) inside the kernels.
@@ -29,6 +31,8 @@ class CudaBackend:
     """``device``: "cuda" (a GPU) or "cuda-sim" (the CPU simulator), chosen once for the backend."""
 
     dtype = np.dtype(np.float32)
+    #: use conv_filter_update_pooled for errors this backend unpooled at the argmax (False: always dense v2)
+    pooled_filter_update = True
 
     def __init__(self, device: str = "cuda"):
         self.device = get_device(device)
@@ -37,7 +41,7 @@ class CudaBackend:
         # (ΔW, Δb, ΔE) of each layer, written in place every step: the optimizer's table of update
         # addresses then never changes, so no step uploads one
         self._update_buffers: dict = {}
-        self._workspaces: dict = {}  # layer name -> (z shape, conv_filter_update's split-K scratch)
+        self._workspaces: dict = {}  # layer name -> ((z shape, pooled), the filter update's split-K scratch)
 
     # ------------------------------------------------------------ arrays
 
@@ -141,9 +145,11 @@ class CudaBackend:
     def unpool_epilogue(self, d, cache, block, kind: str, beta: float, forward_linear: bool, unpool_mode: str):
         if block.pool and unpool_mode == "argmax":
             rule, act = self._rule(block, kind, forward_linear)
-            return conv_ops.unpool_error(d, cache["h"], cache["argmax"], activation=act, beta=beta,
-                                         dropout=cache["dropout"], dropout_key=cache["key"], rule=rule,
-                                         device=self.device)
+            e = conv_ops.unpool_error(d, cache["h"], cache["argmax"], activation=act, beta=beta,
+                                      dropout=cache["dropout"], dropout_key=cache["key"], rule=rule,
+                                      device=self.device)
+            cache["argmax_error"] = e  # zero off the argmax: weight_update may take one term per window
+            return e
         if block.pool:
             d = conv_ops.unpool_bilinear(d, block.h_shape[1:], device=self.device)
         return self.epilogue(d, cache, block, kind, beta, forward_linear)
@@ -154,9 +160,12 @@ class CudaBackend:
             return self.unpool_epilogue(self.conv_project(e, kernel), cache, block, kind, beta, forward_linear,
                                         unpool_mode)
         rule, act = self._rule(block, kind, forward_linear)
-        return conv_ops.conv_error_proj(e, kernel, cache["h"], cache["argmax"], activation=act, beta=beta,
-                                        dropout=cache["dropout"], dropout_key=cache["key"], rule=rule,
-                                        device=self.device)
+        e_below = conv_ops.conv_error_proj(e, kernel, cache["h"], cache["argmax"], activation=act, beta=beta,
+                                           dropout=cache["dropout"], dropout_key=cache["key"], rule=rule,
+                                           device=self.device)
+        if block.pool:
+            cache["argmax_error"] = e_below  # zero off the argmax (unpool_epilogue)
+        return e_below
 
     def weight_update(self, cache, e, block, gamma: float | None):
         """(ΔW, Δb, ΔE) into this layer's persistent buffers: valid until the layer's next update."""
@@ -164,12 +173,19 @@ class CudaBackend:
         out, dev = self._update_buffers.get(block.name), self.device
         if block.kind == "conv":
             z = cache["z"]
-            shape, ws = self._workspaces.get(block.name, (None, None))
-            if shape != z.shape:
-                ws = conv_ops.conv_filter_update_workspace(z, e.shape[1], block.kernel, bias=block.bias, device=dev)
-                self._workspaces[block.name] = (z.shape, ws)
-            dw, db, de = conv_ops.conv_filter_update(z, e, block.kernel, gamma=g, bias=block.bias, out=out,
-                                                     workspace=ws, device=dev)
+            # e unpooled here at the argmax (this very array): one term per pool window, else dense
+            sparse = self.pooled_filter_update and cache.get("argmax_error") is e
+            key, ws = self._workspaces.get(block.name, (None, None))
+            if key != (z.shape, sparse):
+                make = conv_ops.conv_filter_update_pooled_workspace if sparse else conv_ops.conv_filter_update_workspace
+                ws = make(z, e.shape[1], block.kernel, bias=block.bias, device=dev)
+                self._workspaces[block.name] = ((z.shape, sparse), ws)
+            if sparse:
+                dw, db, de = conv_ops.conv_filter_update_pooled(z, e, cache["argmax"], block.kernel, gamma=g,
+                                                                bias=block.bias, out=out, workspace=ws, device=dev)
+            else:
+                dw, db, de = conv_ops.conv_filter_update(z, e, block.kernel, gamma=g, bias=block.bias, out=out,
+                                                         workspace=ws, device=dev)
         else:
             dw, db, de = fc_ops.fc_update(cache["z"], e, gamma=g, bias=block.bias, out=out, device=dev)
         self._update_buffers[block.name] = (dw, db, de)

@@ -270,6 +270,32 @@ def conv2d_filter_grad(z: np.ndarray, e: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(conv2d_filter_grad_nhwc(to_nhwc(z), to_nhwc(e), k))
 
 
+def conv2d_filter_grad_pooled(z: np.ndarray, e: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ΔW, Δb) from one term per 2x2 pool window: e read only at each window's argmax.
+
+    z [N, C_in, H, W], e [N, C_out, H, W], idx [N, C_out, H//2, W//2] argmax codes 2*dy + dx:
+    ΔW[co, ci, ky, kx] = Σ_{n,i,j} e[n, co, 2i+dy, 2j+dx] · z[n, ci, 2i+dy+ky−k//2, 2j+dx+kx−k//2]
+    (zero padding), Δb[co] = Σ_{n,i,j} e[n, co, 2i+dy, 2j+dx] with (dy, dx) = divmod(idx[n, co, i, j], 2).
+    Equal to (conv2d_filter_grad(z, e, k), e.sum((0, 2, 3))) when e is zero off the argmax.
+    """
+    n, c_in, height, width = z.shape
+    hp, wp = height // 2, width // 2
+    p = k // 2
+    zp = np.pad(z, ((0, 0), (0, 0), (p, p), (p, p)))
+    dy, dx = (idx.astype(np.intp) >> 1), (idx.astype(np.intp) & 1)
+    ii, jj = np.arange(hp)[:, None], np.arange(wp)[None, :]
+    ys, xs = 2 * ii + dy, 2 * jj + dx  # [N, C_out, Hp, Wp] argmax positions
+    nn, cc = np.arange(n)[:, None, None, None], np.arange(e.shape[1])[None, :, None, None]
+    picked = e[nn, cc, ys, xs]  # [N, C_out, Hp, Wp]
+    zt = zp.transpose(0, 2, 3, 1)  # [N, H + 2p, W + 2p, C_in]
+    dw = np.zeros((e.shape[1], c_in, k, k), dtype=np.result_type(z, e))
+    for ky in range(k):
+        for kx in range(k):
+            patch = zt[nn, ys + ky, xs + kx]  # z[n, :, argmax + (ky, kx) − p]: [N, C_out, Hp, Wp, C_in]
+            dw[:, :, ky, kx] = np.einsum("ncij,ncijd->cd", picked, patch)
+    return dw, picked.sum(axis=(0, 2, 3))
+
+
 def maxpool2x2(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """[N, C, H, W] -> (pooled [N, C, H//2, W//2], argmax code uint8 = 2*dy + dx, same shape)."""
     pooled, idx = maxpool2x2_nhwc(to_nhwc(z))

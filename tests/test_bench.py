@@ -291,7 +291,9 @@ def _sim_ext(bug=None):
         arr=lambda t: t.detach().numpy(),  # shares the tensor's memory: the kernels write the torch outputs
         conv=SimpleNamespace(conv_block_fwd=conv_block_fwd, conv_error_proj=conv_error_proj,
                              unpool_error=conv.unpool_error, conv_filter_update=conv.conv_filter_update,
-                             conv_filter_update_workspace=conv.conv_filter_update_workspace),
+                             conv_filter_update_workspace=conv.conv_filter_update_workspace,
+                             conv_filter_update_pooled=conv.conv_filter_update_pooled,
+                             conv_filter_update_pooled_workspace=conv.conv_filter_update_pooled_workspace),
         fc=SimpleNamespace(error_epilogue=fc.error_epilogue, fc_proj=fc.fc_proj, fc_error_proj=fc.fc_error_proj,
                            fc_fwd=fc.fc_fwd, softmax_error=fc.softmax_error, fc_update=fc_update),
         optim=optim,

@@ -323,8 +323,14 @@ def _fake_kernels(ffma_share=0.5):
 def test_ekdaa_launches_keep_floors_counts(preset):
     kernels = _fake_kernels()
     launches = sr.ekdaa_launches(preset, 50, kernels)
-    rows = floors.update_rows(floors.blocks_of(preset), 50, "ekdaa")
-    assert sum(la.flops for la in launches) == sum(r["flops"] for r in rows)
+    blocks = floors.blocks_of(preset)
+    rows = floors.update_rows(blocks, 50, "ekdaa")
+    # a pooled conv layer's filter update runs v3: one term per 2x2 window, a quarter of the floor's FLOPs
+    pooled = {b.name for b in blocks if b.kind == "conv" and b.pool}
+    sparse = [r for r in rows if r["op"] == "conv_filter_update" and r["layer"] in pooled]
+    assert sparse and sum(la.name == "conv_filter_update_pooled_kernel" for la in launches) == len(sparse)
+    want = sum(r["flops"] for r in rows) - sum(r["flops"] - r["flops"] // 4 for r in sparse)
+    assert sum(la.flops for la in launches) == want
     assert abs(sum(la.nbytes for la in launches) - sum(r["bytes"] for r in rows)) < len(launches)
     assert all(la.blocks >= 1 for la in launches)
 
@@ -426,7 +432,8 @@ def test_call_blocks_are_left_out_of_the_fast_path_share():
 @pytest.mark.parametrize("shape", [(50, 1, 32, 28, 28, 5), (50, 32, 64, 14, 14, 3), (1024, 64, 128, 7, 7, 3),
                                    (1, 1, 1, 1, 1, 1), (3, 7, 65, 3, 3, 3)])
 @pytest.mark.parametrize("bias", [False, True])
-def test_filter_update_plan_matches_the_launcher(shape, bias):
+@pytest.mark.parametrize("pooled", [False, True])  # True: v3, conv_filter_update_pooled
+def test_filter_update_plan_matches_the_launcher(shape, bias, pooled):
     """The model's split-K plan (_fwu_plan) is the launcher's: same workspace size (splits·C_out·cols)."""
     from ekdaa_cuda._device import sim_available
 
@@ -435,6 +442,7 @@ def test_filter_update_plan_matches_the_launcher(shape, bias):
     from ekdaa_cuda import _sim
 
     n, c_in, c_out, h, w, k = shape
-    tiles, splits, cols = sr._fwu_plan(dict(n=n, c_in=c_in, c_out=c_out, h=h, w=w, k=k, bias=bias))
+    tiles, splits, cols = sr._fwu_plan(dict(n=n, c_in=c_in, c_out=c_out, h=h, w=w, k=k, bias=bias, pooled=pooled))
     assert cols == c_in * k * k + bias and 1 <= splits and tiles >= 1
-    assert splits * c_out * cols == _sim.conv_filter_update_workspace_floats(n, c_in, c_out, h, w, k, bias)
+    floats = _sim.conv_filter_update_pooled_workspace_floats if pooled else _sim.conv_filter_update_workspace_floats
+    assert splits * c_out * cols == floats(n, c_in, c_out, h, w, k, bias)

@@ -16,7 +16,10 @@ SPEC.md equations; activations NCHW ``[N, C, H, W]``, conv weights ``[C_out, C_i
 - ``unpool_bilinear``: TF2 ``tf.image.resize`` bilinear up-sampling (half-pixel centres), the
   release's unpool;
 - ``conv_filter_update``: ΔW = z ⋆ Flip(e) (conv-backward-filter), Δb = Σ_{n,y,x} e, ΔE = γ ΔW
-  (eq. 9–10, summed over the batch; deterministic).
+  (eq. 9–10, summed over the batch; deterministic);
+- ``conv_filter_update_pooled``: the same for an e that is zero except at the argmax of each 2x2
+  pool window (the error of a pooled conv layer after argmax unpooling): one term per window,
+  a quarter of the multiply-adds (filter update version 3).
 
 For an epilogue over a d already at h's resolution use ``ekdaa_cuda.ops.fc.error_epilogue``.
 Every array is a float32 (argmax: uint8) C-contiguous array of one device: CuPy arrays on the
@@ -284,6 +287,60 @@ def conv_filter_update_workspace(z, c_out, k, *, bias=True, device=None):
     return dev.xp.empty((floats,), dtype="float32")
 
 
+def conv_filter_update_pooled_workspace(z, c_out, k, *, bias=True, device=None):
+    """A float32 workspace [floats] for ``conv_filter_update_pooled`` (as ``conv_filter_update_workspace``)."""
+    op = "conv_filter_update_pooled"
+    dev = resolve_device(op, device, "z", z)
+    n, c_in, height, width = (int(v) for v in z.shape)
+    floats = dev.ext.conv_filter_update_pooled_workspace_floats(n, c_in, int(c_out), height, width, int(k), bool(bias))
+    return dev.xp.empty((floats,), dtype="float32")
+
+
+def _filter_update_args(dev, op: str, z, e, k, gamma, bias, out):
+    """Checked (k, γ, shapes, ΔW, Δb or None, ΔE) of a filter update."""
+    gamma = finite_float(op, "gamma", gamma)
+    k = _check.check_positive(op, "k", k)
+    if k % 2 == 0:
+        raise ValueError(f"{op}: k must be odd, got {k}")
+    _check.check_array(dev, op, "z", z, "float32", ("N", "C_in", "H", "W"))
+    n, c_in, height, width = z.shape
+    _check.check_array(dev, op, "e", e, "float32", ("N", "C_out", "H", "W"), (n, None, height, width))
+    c_out = e.shape[1]
+    dw_out, db_out, de_out = output_arrays(op, out, 3)
+    w_spec, w_shape = ("C_out", "C_in", "k", "k"), (c_out, c_in, k, k)
+    dw = output_array(dev, op, "out[0] (dW)", dw_out, w_spec, w_shape)
+    de = output_array(dev, op, "out[2] (dE)", de_out, w_spec, w_shape)
+    db = output_array(dev, op, "out[1] (db)", db_out, ("C_out",), (c_out,)) if bias else None
+    return k, gamma, (n, c_in, c_out, height, width), dw, db, de
+
+
+def conv_filter_update_pooled(z, e, argmax, k, *, gamma=0.1, bias=True, out=None, workspace=None, device=None):
+    """``conv_filter_update`` for an e that is zero except at each 2x2 pool window's argmax (version 3).
+
+    z [N, C_in, H, W], e [N, C_out, H, W] (the error of a conv layer whose output is max-pooled,
+    unpooled at the argmax: ``conv_error_proj`` / ``unpool_error`` with argmax), argmax uint8
+    [N, C_out, H//2, W//2] (the layer's ``conv_block_fwd`` codes 2*dy + dx). Reads one e per window:
+    ΔW[co, ci, ky, kx] = Σ_{n,i,j} e[n, co, 2i+dy, 2j+dx] · z[n, ci, 2i+dy+ky−k//2, 2j+dx+kx−k//2],
+    Δb[co] = Σ_{n,i,j} e[n, co, 2i+dy, 2j+dx], (dy, dx) the argmax of window (n, co, i, j): equal to
+    ``conv_filter_update`` when e is zero elsewhere (other values of e, e.g. on a dropped odd
+    row/column, are ignored). Split-K over the pooled cells, deterministic; ``workspace`` from
+    ``conv_filter_update_pooled_workspace`` (allocated here when None). Returns (ΔW, Δb or None, ΔE).
+    """
+    op = "conv_filter_update_pooled"
+    dev = resolve_device(op, device, "z", z)
+    k, gamma, sizes, dw, db, de = _filter_update_args(dev, op, z, e, k, gamma, bias, out)
+    n, c_in, c_out, height, width = sizes
+    hp, wp = height // 2, width // 2
+    _check.check_array(dev, op, "argmax", argmax, "uint8", ("N", "C_out", "Hp", "Wp"), (n, c_out, hp, wp))
+    if workspace is None:
+        workspace = conv_filter_update_pooled_workspace(z, c_out, k, bias=bias, device=dev)
+    _check.check_array(dev, op, "workspace", workspace, "float32", ("floats",))
+    dev.launch(op, "conv_filter_update_pooled", dev.ptr(z), dev.ptr(e), address(dev, argmax), dev.ptr(dw),
+               address(dev, db), dev.ptr(de), dev.ptr(workspace), int(workspace.size), n, c_in, c_out, height, width,
+               hp, wp, k, gamma, dev.stream())
+    return dw, db, de
+
+
 def conv_filter_update(z, e, k, *, gamma=0.1, bias=True, out=None, workspace=None, version=2, device=None):
     """Local conv update (eq. 9–10): (ΔW [C_out, C_in, k, k], Δb [C_out] or None, ΔE = γ ΔW).
 
@@ -294,24 +351,15 @@ def conv_filter_update(z, e, k, *, gamma=0.1, bias=True, out=None, workspace=Non
     ``conv_filter_update_workspace``; allocated here when None), then one fixed-order sum (bitwise
     reproducible, no atomics). ``out`` = optional (dW, db, dE) arrays (db None when ``bias`` is False).
     ``version=1`` is benchmark-only: the previous kernel (one block per output), kept for bench/micro.py.
+    Version 3, for an e that is zero off the pool argmax, is ``conv_filter_update_pooled``.
     """
     op = "conv_filter_update"
     dev = resolve_device(op, device, "z", z)
-    gamma = finite_float(op, "gamma", gamma)
-    k = _check.check_positive(op, "k", k)
-    if k % 2 == 0:
-        raise ValueError(f"{op}: k must be odd, got {k}")
     if version not in (1, 2):
-        raise ValueError(f"{op}: version must be 2 (or 1, benchmark-only), got {version!r}")
-    _check.check_array(dev, op, "z", z, "float32", ("N", "C_in", "H", "W"))
-    n, c_in, height, width = z.shape
-    _check.check_array(dev, op, "e", e, "float32", ("N", "C_out", "H", "W"), (n, None, height, width))
-    c_out = e.shape[1]
-    dw_out, db_out, de_out = output_arrays(op, out, 3)
-    w_spec, w_shape = ("C_out", "C_in", "k", "k"), (c_out, c_in, k, k)
-    dw = output_array(dev, op, "out[0] (dW)", dw_out, w_spec, w_shape)
-    de = output_array(dev, op, "out[2] (dE)", de_out, w_spec, w_shape)
-    db = output_array(dev, op, "out[1] (db)", db_out, ("C_out",), (c_out,)) if bias else None
+        raise ValueError(f"{op}: version must be 2 (or 1, benchmark-only; version 3 is conv_filter_update_pooled), "
+                         f"got {version!r}")
+    k, gamma, dims, dw, db, de = _filter_update_args(dev, op, z, e, k, gamma, bias, out)
+    n, c_in, c_out, height, width = dims
     sizes = (n, c_in, c_out, height, width, k, gamma, dev.stream())
     if version == 1:
         dev.launch(op, "conv_filter_update_v1", dev.ptr(z), dev.ptr(e), dev.ptr(dw), address(dev, db), dev.ptr(de),

@@ -384,6 +384,175 @@ def test_conv_filter_update_layer_sized_and_deterministic(xp, rng):  # ~1 s on t
         assert bool((first == second).all()), "the fixed-order reduction must be bitwise reproducible"
 
 
+# ---------------------------------------------------------------- conv_filter_update_pooled (v3)
+# Below a 2x2 max-pool with argmax unpooling, a conv layer's error e is zero except at each window's
+# argmax (conv_error_proj / unpool_error write exactly 0 elsewhere, for every rule), so the filter
+# update needs one term per window. Checked against the float64 sparse reference
+# (reference.conv2d_filter_grad_pooled), the dense reference and the dense v2 kernel on the same e.
+# Integers in [-3, 3]: every partial sum is an integer of magnitude <= 9·N·H·W/4 < 2^24, exact in
+# float32 in any order, so those checks are ==. Outputs and the workspace are poisoned with NaN.
+
+
+def sparse_error(rng, n, c_out, height, width, bound=3):
+    """(e [N, C_out, H, W] float32, argmax uint8 [N, C_out, H//2, W//2]): integer errors at random
+    argmax positions, zero elsewhere and on a dropped odd row/column (what argmax unpooling gives)."""
+    codes = rng.integers(0, 4, size=(n, c_out, height // 2, width // 2)).astype(np.uint8)
+    d = ints(rng, codes.shape, bound)
+    return reference.unpool_argmax(d, codes, (height, width)).astype(np.float32), codes
+
+
+def run_pooled(xp, z, e, codes, k, bias, gamma=0.1):
+    """conv_filter_update_pooled with poisoned outputs and workspace; returns host (dW, db, dE)."""
+    c_out, c_in = e.shape[1], z.shape[1]
+    zg = xp.array(z)
+    ws = ops.conv_filter_update_pooled_workspace(zg, c_out, k, bias=bias)
+    ws[...] = np.nan
+    w_shape = (c_out, c_in, k, k)
+    out = (poisoned(xp, w_shape), poisoned(xp, (c_out,)) if bias else None, poisoned(xp, w_shape))
+    return ops.conv_filter_update_pooled(zg, xp.array(e), xp.array(codes), k, gamma=gamma, bias=bias, out=out,
+                                         workspace=ws)
+
+
+def test_reference_sparse_formula_equals_dense_on_argmax_sparse_errors(rng):
+    """The float64 sparse reference reads e only at the argmax: equal to the dense filter gradient
+    when e is zero elsewhere (float64 sums of float64 products in different orders: 1e-12)."""
+    for n, c_in, c_out, height, width, k in [(2, 3, 4, 7, 6, 3), (1, 1, 2, 5, 5, 5), (3, 2, 3, 4, 9, 1),
+                                             (1, 1, 1, 1, 3, 3)]:
+        z = rng.standard_normal((n, c_in, height, width))
+        codes = rng.integers(0, 4, size=(n, c_out, height // 2, width // 2)).astype(np.uint8)
+        e = reference.unpool_argmax(rng.standard_normal(codes.shape), codes, (height, width))
+        dw, db = reference.conv2d_filter_grad_pooled(z, e, codes, k)
+        np.testing.assert_allclose(dw, reference.conv2d_filter_grad(z, e, k), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(db, e.sum(axis=(0, 2, 3)), rtol=0, atol=1e-12)
+
+
+# (N, C_in, C_out, H, W, k): block tile 64 (C_out) x 128 (columns C_in·k·k + bias), 16 pooled cells a
+# step, splits of whole steps (as many as ~264 blocks need)
+POOLED_SHAPES = [
+    (1, 1, 1, 2, 2, 1),  # one cell, one tap, one split
+    (1, 2, 3, 1, 5, 3),  # H = 1: no pooled cell at all, ΔW = 0 (still written)
+    (1, 3, 5, 3, 3, 3),  # odd H, W: one cell and a dropped trailing row and column
+    (2, 7, 65, 5, 7, 3),  # 63 taps (+ bias); C_out = row tile + 1
+    (3, 7, 5, 9, 8, 3),  # 63 taps (+ bias); 48 cells = 3 steps, odd H
+    (1, 128, 3, 4, 4, 1),  # 128 taps = one column tile, + bias = tile + 1
+    (2, 15, 70, 6, 6, 3),  # 135 taps: 2 column tiles x 2 row tiles; 18 cells = 2 steps
+    (1, 2, 3, 17, 3, 5),  # Wp = 1: a step spans rows; k > W
+    (2, 1, 3, 50, 50, 1),  # 1250 cells: 79 steps, 79 splits
+    (5, 3, 2, 13, 11, 5),  # primes, odd H and W; 75 taps + bias
+    (1, 13, 64, 8, 8, 5),  # 325 taps + bias: 6 column tiles
+]
+
+
+@pytest.mark.parametrize("shape", POOLED_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("bias", [True, False])
+def test_pooled_filter_update_exact(xp, rng, shape, bias):
+    n, c_in, c_out, height, width, k = shape
+    z = ints(rng, (n, c_in, height, width))
+    e, codes = sparse_error(rng, n, c_out, height, width)
+    dw, db, de = run_pooled(xp, z, e, codes, k, bias)
+    want_dw, want_db = reference.conv2d_filter_grad_pooled(z.astype(np.float64), e.astype(np.float64), codes, k)
+    assert_equal(dw, want_dw, "dW")
+    assert_equal(de, np.float32(0.1) * want_dw.astype(np.float32), "dE")  # γ·ΔW: one float32 product
+    if bias:
+        assert_equal(db, want_db, "db")
+    else:
+        assert db is None
+    # the dense v2 kernel on the same (sparse) e: the same exact sums
+    dense = ops.conv_filter_update(xp.array(z), xp.array(e), k, gamma=0.1, bias=bias)
+    for got, want, name in zip((dw, db, de), dense, ("dW", "db", "dE")):
+        if want is not None:
+            assert_equal(got, host(want), f"{name} vs v2")
+
+
+@pytest.mark.parametrize("trial", range(3))  # fresh awkward shapes each run
+def test_pooled_filter_update_random_shapes(xp, rng, trial):
+    n, c_in, c_out, height, width, k = draw(rng, "N", "C", "C", "HW", "HW", "k")
+    z = ints(rng, (n, c_in, height, width))
+    e, codes = sparse_error(rng, n, c_out, height, width)
+    dw, db, de = run_pooled(xp, z, e, codes, k, bias=True)
+    want = reference.conv2d_filter_grad(z.astype(np.float64), e.astype(np.float64), k)
+    assert_equal(dw, want, "dW")
+    assert_equal(db, e.astype(np.float64).sum(axis=(0, 2, 3)), "db")
+    assert_equal(de, np.float32(0.1) * want.astype(np.float32), "dE")
+
+
+def test_pooled_filter_update_reads_e_only_at_the_argmax(xp, rng):
+    """Values of e off the argmax (and on the dropped row/column) do not enter the sums."""
+    n, c_in, c_out, height, width, k = 2, 3, 4, 7, 9, 3
+    z, e = ints(rng, (n, c_in, height, width)), ints(rng, (n, c_out, height, width))  # dense e
+    codes = rng.integers(0, 4, size=(n, c_out, height // 2, width // 2)).astype(np.uint8)
+    dw, db, _ = run_pooled(xp, z, e, codes, k, bias=True)
+    want_dw, want_db = reference.conv2d_filter_grad_pooled(z.astype(np.float64), e.astype(np.float64), codes, k)
+    assert_equal(dw, want_dw, "dW")
+    assert_equal(db, want_db, "db")
+
+
+def test_pooled_filter_update_float_layer_sized(xp, rng):
+    """conv2 of the fmnist preset at batch 8 with float errors (argmax of a real pool): a quarter of
+    v2's terms; the sums in a fixed order, bitwise reproducible."""
+    z = rng.standard_normal((8, 32, 14, 14)).astype(np.float32)
+    h = rng.standard_normal((8, 64, 14, 14)).astype(np.float32)
+    _, codes = reference.maxpool2x2(h)
+    e = reference.unpool_argmax(rng.standard_normal(codes.shape), codes, (14, 14)).astype(np.float32)
+    zg = xp.array(z)
+    dw, db, de = ops.conv_filter_update_pooled(zg, xp.array(e), xp.array(codes), 3, gamma=0.1)
+    z64, e64 = z.astype(np.float64), e.astype(np.float64)
+    want = reference.conv2d_filter_grad(z64, e64, 3)
+    bound = reference.conv2d_filter_grad(np.abs(z64), np.abs(e64), 3)
+    # 392 cells per output in splits summed in order: worst case ~400·eps·Σ|terms|; random-sign
+    # rounding grows like its square root: <~ 50·eps·Σ|terms| (as the v2 test)
+    assert_close(dw, want, atol=50 * EPS32 * bound, what="dW")
+    assert_close(db, e64.sum(axis=(0, 2, 3)), atol=50 * EPS32 * np.abs(e64).sum(axis=(0, 2, 3)), what="db")
+    assert_close(de, 0.1 * want, atol=0.1 * 50 * EPS32 * bound + 1e-7 * np.abs(want), what="dE")
+    again = ops.conv_filter_update_pooled(zg, xp.array(e), xp.array(codes), 3, gamma=0.1)
+    for first, second in zip((dw, db, de), again):
+        assert bool((first == second).all()), "the fixed-order reduction must be bitwise reproducible"
+
+
+def test_pooled_filter_update_bad_arguments(device, xp):
+    op = "conv_filter_update_pooled"
+    z, e = xp.zeros((2, 3, 7, 6), np.float32), xp.zeros((2, 4, 7, 6), np.float32)
+    codes = xp.zeros((2, 4, 3, 3), np.uint8)
+    need = ops.conv_filter_update_pooled_workspace(z, 4, 3).size
+    assert need == device.ext.conv_filter_update_pooled_workspace_floats(2, 3, 4, 7, 6, 3, True) > 0
+    cases = [
+        (lambda: ops.conv_filter_update_pooled(z, e, codes.astype(np.int32), 3), f"{op}: argmax must be uint8"),
+        (lambda: ops.conv_filter_update_pooled(z, e, codes[:, :, :2], 3), f"{op}: argmax must be .* Hp=3"),
+        (lambda: ops.conv_filter_update_pooled(z, e, codes[:, :3], 3), f"{op}: argmax must be .* C_out=4"),
+        (lambda: ops.conv_filter_update_pooled(z, e, codes[:, :, :, ::-1], 3), f"{op}: argmax must be C-contiguous"),
+        (lambda: ops.conv_filter_update_pooled(z, e, None, 3), f"{op}: argmax must be a"),
+        (lambda: ops.conv_filter_update_pooled(z, e[:, :, :6], codes, 3), f"{op}: e must be"),
+        (lambda: ops.conv_filter_update_pooled(z, e, codes, 2), f"{op}: k must be odd"),
+        (lambda: ops.conv_filter_update_pooled(z.astype(np.float64), e, codes, 3), f"{op}: z must be float32"),
+        (lambda: ops.conv_filter_update_pooled(z, e, codes, 3, gamma=float("nan")), f"{op}: gamma must be a finite"),
+        (lambda: ops.conv_filter_update_pooled(z, e, codes, 3, workspace=xp.zeros(5, np.float32)),
+         f"^{op}: workspace holds 5 floats, needs {need} \\(conv_filter_update_pooled_workspace_floats\\)"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_pooled_filter_update_launcher_checks(device, xp):
+    """The raw launcher refuses a pooled size that is not (H/2, W/2) and sizes beyond 32-bit indexing."""
+    C, ptr = device.ext, device.ptr
+    z, codes = xp.zeros((1, 2, 5, 5), np.float32), xp.zeros((1, 2, 2, 2), np.uint8)
+    w = xp.zeros((2, 2, 3, 3), np.float32)
+    ws = xp.zeros(1 << 12, np.float32)
+    with pytest.raises(ValueError, match=r"^conv_filter_update_pooled: argmax's pooled size \(3, 2\) must be "
+                                         r"\(H/2, W/2\) = \(2, 2\)"):
+        C.conv_filter_update_pooled(ptr(z), ptr(z), ptr(codes), ptr(w), 0, ptr(w), ptr(ws), ws.size, 1, 2, 2, 5, 5,
+                                    3, 2, 3, 0.1, 0)
+    with pytest.raises(ValueError, match="^conv_filter_update_pooled: kernel size k must be odd"):
+        C.conv_filter_update_pooled(ptr(z), ptr(z), ptr(codes), ptr(w), 0, ptr(w), ptr(ws), ws.size, 1, 2, 2, 5, 5,
+                                    2, 2, 2, 0.1, 0)
+    with pytest.raises(ValueError, match=r"^conv_filter_update_pooled: e's element count N\*C_out\*H\*W = "
+                                         r"4294967296 exceeds 2\^31 - 1"):
+        C.conv_filter_update_pooled_workspace_floats(2**20, 8, 64, 8, 8, 3, True)
+    with pytest.raises(ValueError, match=r"^conv_filter_update_pooled: z's element count"):
+        C.conv_filter_update_pooled(1, 1, 1, 1, 1, 1, 1, 1 << 40, 2**20, 64, 8, 8, 8, 4, 4, 3, 0.1, 0)
+
+
 def test_empty_batch(xp):
     z, e = xp.zeros((0, 2, 5, 5), np.float32), xp.zeros((0, 3, 5, 5), np.float32)
     dw, db, _ = ops.conv_filter_update(
