@@ -223,4 +223,4 @@ def test_bad_arguments(xp, optim, case):
 def test_launcher_rechecks_the_optimizer_kind(device):
     """Below the Python checks, the raw launcher refuses an unknown optimizer code itself."""
     with pytest.raises(ValueError, match=r"^optim_update: kind must be 0 \(sgd\), 1 \(adam\) or 2 \(rmsprop\), got 7"):
-        device.ext.optim_update(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0.9, 0.9, 0.999, 1.0, 1.0, 0.9, 1e-8, 0.0, 0)
+        device.ext.optim_update(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0.9, 0.9, 0.999, 1.0, 1.0, 0.9, 1e-8, 0.0, 0)
