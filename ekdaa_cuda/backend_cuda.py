@@ -203,7 +203,9 @@ class CudaBackend:
             finally:
                 dev.record_tag = ""
         else:
-            dw, db, de = fc_ops.fc_update(cache["z"], e, gamma=g, bias=block.bias, out=out, device=dev)
+            # the first layer: fc_update_proj without a projection (Δb folded into the same launch)
+            dw, db, de, _ = fc_ops.fc_update_proj(cache["z"], e, gamma=g, bias=block.bias,
+                                                  out=None if out is None else (*out, None), device=dev)
         self._update_buffers[block.name] = (dw, db, de)
         return dw, db, (None if gamma is None else de)
 
