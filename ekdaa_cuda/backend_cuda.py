@@ -214,7 +214,6 @@ class CudaBackend:
         """((ΔW, Δb, ΔE), error of ``below``) of an FC/output block: the updates and the projection of
         e through ``kernel`` in one launch, with the target/derivative epilogue of ``below`` fused
         unless ``below`` pools (then d is unpooled by a second launch, ``unpool_epilogue``)."""
-        dev = self.device
         out = self._update_buffers.get(block.name, (None, None, None))
         n = len(e)
         fuse_epilogue = not below.pool
@@ -223,8 +222,8 @@ class CudaBackend:
         dw, db, de, projected = fc_ops.fc_update_proj(
             cache["z"], e, gamma=0.0 if gamma is None else gamma, bias=block.bias, error_weights=gamma is not None,
             weight=kernel, weight_layout=layout, h=h, activation=act, beta=beta, dropout=below_cache["dropout"],
-            dropout_key=below_cache["key"], rule=rule, out=(out[0], out[1], out[2] if gamma is not None else None, None),
-            device=self.device)
+            dropout_key=below_cache["key"], rule=rule, device=self.device,
+            out=(out[0], out[1], out[2] if gamma is not None else None, None))
         self._update_buffers[block.name] = (dw, db, de if de is not None else out[2])
         if below.kind != "conv":
             return (dw, db, de), projected
@@ -428,7 +427,9 @@ class CudaOptimizer:
         """Copies of every parameter and of the optimizer's state (for ``restore``); clears the flags."""
         if self.inner is not None:
             self.inner.clear_nonfinite()
-        state = None if self.inner is None else (self.inner.t, [a.copy() for st in self.inner.state for a in st.values()])
+        state = None
+        if self.inner is not None:
+            state = self.inner.t, [a.copy() for st in self.inner.state for a in st.values()]
         return self.inner, self.keys, {k: v.copy() for k, v in self.params.items()}, state
 
     def restore(self, snap) -> None:

@@ -523,8 +523,8 @@ class Model:
             raise
         if bad:
             self.optimizer.restore(saved)
-            raise FloatingPointError(f"step {self.step_count}: update of {', '.join(bad)} (or the parameter it updates) "
-                                     "is not finite; model unchanged")
+            raise FloatingPointError(f"step {self.step_count}: update of {', '.join(bad)} (or the parameter it "
+                                     "updates) is not finite; model unchanged")
         return stats
 
     def nonfinite_updates(self) -> list[str]:

@@ -341,7 +341,7 @@ def test_fc_update_proj_epilogue_equals_fc_error_proj(xp, fc, rng, activation, r
 def test_fc_update_proj_first_layer_and_empty_batch(xp, fc, rng):
     f_in, f_out = int(rng.choice(AWKWARD)), int(rng.choice(AWKWARD))
     z, e = ints(rng, (5, f_in)), ints(rng, (5, f_out))
-    dw, db, de, below = fc.fc_update_proj(xp.array(z), xp.array(e))  # no weight: no projection
+    dw, _, _, below = fc.fc_update_proj(xp.array(z), xp.array(e))  # no weight: no projection
     assert below is None
     np.testing.assert_array_equal(host(dw), e.astype(np.float64).T @ z)
     empty = fc.fc_update_proj(xp.zeros((0, f_in), np.float32), xp.zeros((0, f_out), np.float32),
