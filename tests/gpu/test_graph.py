@@ -52,6 +52,7 @@ def assert_same_model(a, b):
     {"bias": True, "optimizer": "adam", "lr": 1e-3},
     {"optimizer": "rmsprop", "rho": 0.5},
     {"rule": "bp", "activation": "relu", "bias": True},
+    {"rule": "fa"},
 ])
 def test_replayed_steps_equal_eager_steps_bitwise(device, rng, options):
     """Two batch sizes alternating (one plan each), a changing learning-rate scale, 6 steps each."""
