@@ -316,19 +316,19 @@ def fc_softmax_error(z, w, b=None, labels=None, *, out=None, workspace=None, dev
         e = output_array(dev, op, "out[2] (e)", e_out, ("N", "C"), (n, c))
         loss = output_array(dev, op, "out[3] (loss)", loss_out, ("1",), (1,), "float64")
         correct = output_array(dev, op, "out[4] (correct)", correct_out, ("1",), (1,), "int32")
-        if n > 0:
-            scratch = workspace if workspace is not None else fc_softmax_error_workspace(n, device=dev)
-            blocks = int(dev.ext.fc_softmax_error_blocks(n))
-            if not isinstance(scratch, (tuple, list)) or len(scratch) != 3:
-                raise ValueError(f"{op}: workspace must be fc_softmax_error_workspace(N)'s tuple, got {scratch!r}")
-            for name, arr, dtype, size in zip(("partial losses", "partial counts", "ticket"), scratch,
-                                              ("float64", "int32", "uint32"), (None, None, 1)):
-                _check.check_array(dev, op, f"workspace ({name})", arr, dtype, ("size",), (size,))
-                if size is None and arr.shape[0] < blocks:
-                    raise ValueError(f"{op}: workspace ({name}) holds {arr.shape[0]} blocks, N={n} needs {blocks}")
-        else:  # an empty batch: nothing to launch, the sums are 0
+        if n == 0:  # an empty batch: nothing to launch, the sums are 0
             loss[...] = 0
             correct[...] = 0
+            return h, probs, e, loss, correct
+        scratch = workspace if workspace is not None else fc_softmax_error_workspace(n, device=dev)
+        blocks = int(dev.ext.fc_softmax_error_blocks(n))
+        if not isinstance(scratch, (tuple, list)) or len(scratch) != 3:
+            raise ValueError(f"{op}: workspace must be fc_softmax_error_workspace(N)'s tuple, got {scratch!r}")
+        for name, arr, dtype, size in zip(("partial losses", "partial counts", "ticket"), scratch,
+                                          ("float64", "int32", "uint32"), (None, None, 1)):
+            _check.check_array(dev, op, f"workspace ({name})", arr, dtype, ("size",), (size,))
+            if size is None and arr.shape[0] < blocks:
+                raise ValueError(f"{op}: workspace ({name}) holds {arr.shape[0]} blocks, N={n} needs {blocks}")
     dev.launch(
         op,
         "fc_softmax_error",
