@@ -176,6 +176,15 @@ class Device:
         else:
             dst.set(np.ascontiguousarray(src, dtype=dst.dtype))
 
+    def copy_from_host_async(self, dst, src: np.ndarray) -> None:
+        """``copy_from_host`` ordered on the current stream, without waiting for the device (a
+        synchronous copy from pageable memory would wait for all queued work). The caller keeps
+        ``src`` alive until the stream has passed the copy."""
+        if self.simulated:
+            dst[...] = src
+        else:
+            dst.set(np.ascontiguousarray(src, dtype=dst.dtype), stream=self.xp.cuda.get_current_stream())
+
     def launch(self, op: str, launcher: str, *args) -> None:
         """Call a raw launcher; a failure (CUDA error, or a kernel bug the simulator found) is
         re-raised with the op's name in front when the message does not already start with it."""

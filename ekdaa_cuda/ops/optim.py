@@ -149,6 +149,7 @@ class MultiTensorOptimizer:
         self._grad_key = self._lr_key = None
         self._grad_ptrs = None
         self._lrs = xp.empty(len(params), dtype=np.float32)  # updated in place: a CUDA graph holds its address
+        self._lrs_host = None  # the host copy of the last rates written (read by an asynchronous copy)
         self._checked_grads: list | None = None  # the grads last validated (the same arrays skip validation)
 
     def step(self, grads, lr_scale=None) -> None:
@@ -219,8 +220,9 @@ class MultiTensorOptimizer:
         scales = check_lr_scale(lr_scale, len(self.params))
         hyper = check_hyper(self.kind, self.lr, self.momentum, self.beta1, self.beta2, self.eps, self.decay, self.rho)
         lr_key = (hyper["lr"], scales)
-        if lr_key != self._lr_key:
-            self.device.copy_from_host(self._lrs, np.array([hyper["lr"] * s for s in scales], dtype=np.float32))
+        if lr_key != self._lr_key:  # e.g. every step under a schedule: no synchronisation
+            self._lrs_host = np.array([hyper["lr"] * s for s in scales], dtype=np.float32)
+            self.device.copy_from_host_async(self._lrs, self._lrs_host)
             self._lr_key = lr_key
         return hyper
 
