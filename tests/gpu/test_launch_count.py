@@ -8,6 +8,10 @@ input buffers and of the two sums; NumPy on the simulator) are not counted: they
 kernels of this package, and none of them synchronises with the host.
 """
 
+import importlib
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -76,3 +80,24 @@ def test_launches_of_one_fmnist_training_step(sim, optimizer):
     assert counts == [UPDATE_LAUNCHES + OPTIMIZER[optimizer]] * 3
     if optimizer == "sgd":
         assert counts[-1] <= TARGET
+
+
+@pytest.mark.parametrize("preset, widths, shape", [("fmnist", SMALL, (1, 28, 28)),
+                                                   ("cifar", (4, 4, 8, 8, 8, 8, 16), (3, 32, 32))])
+def test_static_report_models_the_counted_launches(sim, preset, widths, shape):
+    """bench/static_report.py's launch model (from the NumPy backend's call sequence) predicts the
+    simulator's count of a replayed step (cifar: + unpool_error after fc1, its conv6 pools)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    try:
+        sr = importlib.import_module("static_report")
+    finally:
+        sys.path.pop(0)
+    model = ek.build_model(preset, backend="cuda-sim", widths=widths)
+    rng = np.random.default_rng(0)
+    x, labels = rng.uniform(-0.5, 0.5, (3, *shape)).astype(np.float32), rng.integers(0, 10, 3)
+    be = model.backend
+    for _ in range(3):
+        sim.reset_launch_count()
+        model.step_arrays(be.input(x), be.labels(labels), check_finite=False)
+    counted = sim.launch_count()
+    assert counted == sr.launch_sequence(preset)["ekdaa_kernel_launches"] == {"fmnist": 16, "cifar": 29}[preset]
