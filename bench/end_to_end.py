@@ -5,8 +5,10 @@
 For each preset and batch size:
 
 - ekdaa_cuda: ``Model.step_arrays`` (the training loop's call) on batches already on the GPU,
-  for rule "ekdaa" and rule "bp" (backend "cuda"; ``--device cpu`` runs the NumPy backend
-  instead, a smoke test of the harness only);
+  for rule "ekdaa" and rule "bp" (backend "cuda": from the third step on, the recorded update
+  replayed as one CUDA graph; for rule "ekdaa" also mode "no_graph", the same replay launch by
+  launch with ``EKDAA_CUDA_GRAPH=0``; ``--device cpu`` runs the NumPy backend instead, a smoke
+  test of the harness only);
 - PyTorch (``torch_reference.py``, the same network and weights, summed cross-entropy, SGD
   momentum 0.9, lr 5e-4, cuDNN benchmark mode): eager, the whole update captured in a CUDA graph,
   and with ``--compile`` torch.compile (after everything else, skipped with its reason when
@@ -18,8 +20,8 @@ For each preset and batch size:
 Timing: a pool of 4 random batches (uniform in [−0.5, 0.5), random labels) resident on the device,
 cycled; warm-up steps, then ``--repeats`` runs of K consecutive updates (K sized so a run takes
 about ``--run-s``), each timed by the wall clock between two device synchronisations, and the
-median run divided by K: time per update as a training loop sees it, host overhead and
-ekdaa_cuda's per-step finiteness check (one synchronisation) included. s per 1000 updates
+median run divided by K: time per update as a training loop sees it, host overhead included
+(ekdaa_cuda synchronises with the host in no step: its optimizer kernel flags non-finite updates). s per 1000 updates
 equals ms per update.
 
 Memory: peak bytes allocated during the updates, from a clean allocator, minus what was
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -356,6 +359,19 @@ def main(argv=None) -> int:
                         except Exception as exc:
                             result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
                     emit(_row(preset, batch, "ekdaa_cuda", rule, impl_mode, "fp32", result, blocks, peaks))
+                    if side is not None and side.cuda and rule == "ekdaa" and not expired():
+                        previous = os.environ.get("EKDAA_CUDA_GRAPH")
+                        os.environ["EKDAA_CUDA_GRAPH"] = "0"  # the same replayed step, launch by launch
+                        try:
+                            result = side.measure(preset, rule, data, device, **timing)
+                        except Exception as exc:
+                            result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
+                        finally:
+                            if previous is None:
+                                del os.environ["EKDAA_CUDA_GRAPH"]
+                            else:
+                                os.environ["EKDAA_CUDA_GRAPH"] = previous
+                        emit(_row(preset, batch, "ekdaa_cuda", rule, "no_graph", "fp32", result, blocks, peaks))
                 for precision in precisions:
                     for mode in modes:
                         if expired():

@@ -152,6 +152,10 @@ KERNELS = {
     "fc_update_kernel": dict(role="FC update ΔW, ΔE", phase="update", ffma_target=False),
     "fc_bias_update_kernel": dict(role="FC bias update Δb", phase="update", ffma_target=False),
     "softmax_error_kernel": dict(role="softmax + output error e_y", phase="error", ffma_target=False),
+    "fc_softmax_error_kernel": dict(role="output layer: FC + softmax + e_y + Σ loss, correct", phase="forward",
+                                    ffma_target=False),
+    "fc_update_proj_kernel": dict(role="FC update ΔW, ΔE, Δb + error projection (fused)", phase="update",
+                                  ffma_target=False),
     "optim_update_kernel": dict(role="multi-tensor optimizer step", phase="optimizer", ffma_target=False),
     "optim_sq_norm_kernel": dict(role="multi-tensor squared norms (rho > 0)", phase="optimizer",
                                  ffma_target=False),
@@ -183,11 +187,27 @@ def _fwu_plan(s: dict) -> tuple[int, int, int]:
 
 # How each bench/floors.py op of the EKDAA update runs today: [(kernel, blocks(shape) -> int)] in
 # launch order, from the launchers (csrc/conv.cu, csrc/fc.cu, csrc/optim.cu) and the backend's op
-# sequence (ekdaa_cuda/backend_cuda.py). ``None`` blocks = use threads / block size. The
-# "fc_error_proj*" ops go through fc_proj<false> + a separate epilogue today (model._error_below
-# calls fc_project, then unpool_epilogue), not through the fused fc_proj<true>.
-def _op_kernels(row: dict, block_size) -> list[tuple[str, int]]:
-    s, op = row["shape"], row["op"]
+# sequence (ekdaa_cuda/backend_cuda.py). ``group`` is one op's row, or the rows one launch serves
+# (ekdaa_launches merges them): the output layer's fc_fwd + softmax_error; an FC layer's fc_update
+# + the error projection to the layer below (+ unpool_error, on conv_error_proj_kernel, when the
+# conv below pools).
+def _op_kernels(group: list[dict], block_size) -> list[tuple[str, int]]:
+    ops = {r["op"]: r["shape"] for r in group}
+    if "softmax_error" in ops:
+        return [("fc_softmax_error_kernel", _ceil(ops["softmax_error"]["n"], 16))]  # kSoftmaxRows rows a block
+    if "fc_update" in ops:
+        u = ops["fc_update"]
+        blocks = _gemm_blocks(u["f_out"], u["f_in"]) + (_ceil(u["f_out"], 256) if u.get("bias") else 0)
+        parts = [("fc_update_proj_kernel", blocks)]
+        for op in ("fc_error_proj", "fc_error_proj_to_map"):
+            if op in ops:
+                s = ops[op]
+                parts[0] = ("fc_update_proj_kernel", blocks + _gemm_blocks(s["n"], u["f_in"]))
+                if op == "fc_error_proj_to_map" and s["pooled"]:
+                    cells = s["n"] * s["c"] * _ceil(s["hh"], 2) * _ceil(s["wh"], 2)
+                    parts.append(("conv_error_proj_kernel", _ceil(cells, block_size("conv_error_proj_kernel"))))
+        return parts
+    (op, s), = ops.items()
     if op == "conv_block_fwd":
         cells = s["n"] * s["c_out"] * ((_ceil(s["h"], 2) * _ceil(s["w"], 2)) if s["pool"] else s["h"] * s["w"])
         return [("conv_block_fwd_kernel", _ceil(cells, block_size("conv_block_fwd_kernel")))]
@@ -201,21 +221,6 @@ def _op_kernels(row: dict, block_size) -> list[tuple[str, int]]:
                 ("conv_filter_update_reduce_kernel", _ceil(s["c_out"] * cols, 256))]
     if op == "fc_fwd":
         return [("fc_fwd_kernel", _gemm_blocks(s["n"], s["f_out"]))]
-    if op == "softmax_error":
-        return [("softmax_error_kernel", _ceil(s["n"], block_size("softmax_error_kernel")))]
-    if op == "fc_error_proj":
-        n_elem = s["n"] * s["f_in"]
-        return [("fc_proj_kernel<false>", _gemm_blocks(s["n"], s["f_in"])),
-                ("error_epilogue_kernel", _ceil(n_elem, block_size("error_epilogue_kernel")))]
-    if op == "fc_error_proj_to_map":
-        f_in = s["c"] * s["hp"] * s["wp"]
-        first = ("fc_proj_kernel<false>", _gemm_blocks(s["n"], f_in))
-        if s["pooled"]:
-            cells = s["n"] * s["c"] * _ceil(s["hh"], 2) * _ceil(s["wh"], 2)
-            return [first, ("conv_error_proj_kernel", _ceil(cells, block_size("conv_error_proj_kernel")))]
-        return [first, ("error_epilogue_kernel", _ceil(s["n"] * f_in, block_size("error_epilogue_kernel")))]
-    if op == "fc_update":
-        return [("fc_update_kernel", _gemm_blocks(s["f_out"], s["f_in"]))]
     if op == "optimizer":
         chunk = 8192  # kOptimChunk, csrc/optim.h: one block per chunk of 8192 elements (a lower bound)
         return [("optim_update_kernel", _ceil(s["numel"], chunk))]
@@ -701,9 +706,11 @@ def _run(cmd: list[str]) -> str:
 
 # Launches of one backend call on the CUDA backend (ekdaa_cuda/backend_cuda.py as of this report):
 # ekdaa_cuda kernels exactly (one per launcher call, see csrc/); CuPy expressions counted as one
-# launch per elementwise/reduction/indexing expression (CuPy does not fuse them without
-# cupy.fuse). Keys are backend method names; a value is (ekdaa kernels, CuPy ops) or a function of
-# the call's arguments returning that pair.
+# launch per elementwise/reduction/indexing/copy expression. Keys are backend method names; a value
+# is (ekdaa kernels, CuPy ops) or a function of the call's arguments returning that pair.
+# launch_sequence records the NumPy backend, which has no fused FC update + projection: there an
+# FC layer's ``weight_update`` stands for the CUDA backend's fc_update_proj launch, and the
+# ``fc_project`` / epilogue that follow it are inside that launch (docs/kernels.md "The host path").
 def _all_finite_launches(arrays) -> tuple[int, int]:
     n = len(list(arrays))
     return (0, 2 * n + 2 if n else 0)  # isfinite + all() per array; stack + all() over the flags
@@ -712,23 +719,25 @@ def _all_finite_launches(arrays) -> tuple[int, int]:
 BACKEND_LAUNCHES = {
     "conv_fwd": (1, 0),
     "fc_fwd": (1, 0),
-    "output_fwd": (1, 5),  # fc_fwd; h.max, h - max, exp, sum, divide
-    "output_error": (1, 0),  # softmax_error
+    "output_fwd": (1, 0),  # fc_softmax_error: FC, softmax, e_y, Σ loss and correct count in one launch
+    "output_error": (0, 0),  # e_y comes from output_fwd's launch
     "conv_backproject": (1, 0),  # argmax unpool mode (the default)
     "conv_project": (1, 0),
-    "fc_project": (1, 0),
-    "unpool_epilogue": (1, 0),  # unpool_error, or error_epilogue without pool
-    "epilogue": (1, 0),
+    "fc_project": None,  # inside the FC layer's fc_update_proj launch: below
+    "unpool_epilogue": None,  # unpool_error; error_epilogue without pool unless fused: below
+    "epilogue": None,
     "weight_update": None,  # by block kind: below
-    "all_finite": _all_finite_launches,
-    "batch_stats": (0, 10),  # arange, gather, astype, maximum, log, negative, sum, argmax, ==, sum
+    "all_finite": _all_finite_launches,  # the training loop does not call it per step any more
+    "batch_stats": (0, 2),  # copies of the output launch's two sums
     "optimizer.step": None,  # 1, + 1 when rho > 0
 }
+STAGING_COPIES = 2  # StepPlan.run copies the batch (x, labels) into the recorded input buffers
 
 
 def launch_sequence(preset: str, rule: str = "ekdaa", batch: int = 2) -> dict:
     """Run one real training step of ``preset`` on the NumPy backend with every backend call
-    recorded, and count the launches the CUDA backend would make for that call sequence."""
+    recorded (the training loop's call: ``step_arrays(..., check_finite=False)``), and count the
+    launches the CUDA backend's replayed step makes for that call sequence."""
     import numpy as np
 
     from ekdaa_cuda.model import build_model
@@ -759,20 +768,28 @@ def launch_sequence(preset: str, rule: str = "ekdaa", batch: int = 2) -> dict:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
     labels = rng.integers(0, model.blocks[-1].size, batch)
-    model.step_arrays(be.input(x), be.labels(labels))
-    ekdaa = cupy = 0
-    per_call: dict[str, int] = {}
+    model.step_arrays(be.input(x), be.labels(labels), check_finite=False)
+    ekdaa, cupy = 0, STAGING_COPIES
+    per_call: dict[str, int] = {"staging": STAGING_COPIES}
+    fused = False  # the previous call was an FC fc_project, fused into the update launch
     for name, args in calls:
         spec = BACKEND_LAUNCHES[name]
         if name == "weight_update":
             block = args[2]
-            k, c = (2, 0) if block.kind == "conv" else (1 + int(block.bias), 0)  # conv: GEMM + reduce
+            k, c = (2, 0) if block.kind == "conv" else (1, 0)  # conv: GEMM + reduce; FC: fc_update_proj (+Δb)
+        elif name == "fc_project":
+            k, c = 0, 0
+        elif name in ("unpool_epilogue", "epilogue"):
+            block = args[2]
+            pooled = name == "unpool_epilogue" and block.pool
+            k, c = (1 if pooled or not fused else 0), 0  # unpool_error; an FC-projected epilogue is fused
         elif name == "optimizer.step":
             k, c = 1 + int(model.opts["rho"] > 0), 0
         elif callable(spec):
             k, c = spec(*args)
         else:
             k, c = spec
+        fused = name == "fc_project"
         ekdaa, cupy = ekdaa + k, cupy + c
         per_call[name] = per_call.get(name, 0) + k + c
     syncs = sum(name == "all_finite" for name, _ in calls)
@@ -781,8 +798,8 @@ def launch_sequence(preset: str, rule: str = "ekdaa", batch: int = 2) -> dict:
             "method": "one step on the NumPy backend with its backend calls recorded, mapped to the CUDA "
                       "backend's launches by BACKEND_LAUNCHES (bench/static_report.py)",
             "sim_launch_count": None,
-            "sim_launch_count_note": "to be filled from ekdaa_cuda's simulator `_sim.launch_count()` once it "
-                                     "exists (issue 9 counts the target there); null = not measured"}
+            "sim_launch_count_note": "tests/gpu/test_launch_count.py counts the simulator's launches "
+                                     "(_sim.launch_count()): 16 per fmnist EKDAA SGD step; null = not measured here"}
 
 
 # ====================================================================== the analytic model
@@ -837,7 +854,10 @@ def kernel_time_us(launch: Launch, gpu: dict, model: dict = MODEL) -> dict:
 
 def ekdaa_launches(preset: str, batch: int, kernels: dict) -> list[Launch]:
     """The update's kernel launches with bench/floors.py's FLOPs/bytes split over the kernels of
-    each op (the op's FLOPs to its first, FLOP-doing kernel; bytes shared evenly)."""
+    each op (the op's FLOPs to its first, FLOP-doing kernel; bytes shared evenly). Ops one launch
+    serves are merged first: the output layer's fc_fwd and softmax_error (fc_softmax_error), and
+    an FC layer's update and the projection of its error to the layer below (fc_update_proj,
+    phase "error")."""
     import floors
 
     blocks = floors.blocks_of(preset)
@@ -846,18 +866,35 @@ def ekdaa_launches(preset: str, batch: int, kernels: dict) -> list[Launch]:
     def block_size(name):
         return kernels[name]["occupancy"]["threads_per_block"]
 
+    groups: list[list[dict]] = []
+    merged: dict[tuple, list[dict]] = {}
+    fc_layers = {b.name for b in blocks if b.kind != "conv"}
     # The backend's filter update of a pooled conv layer is v3 (conv_filter_update_pooled): its e is
     # zero off the argmax, one term per 2x2 window, a quarter of the dense FLOPs executed.
     pooled = {b.name for b in blocks if b.kind == "conv" and b.pool}
     for row in floors.update_rows(blocks, batch, "ekdaa"):
         if row["op"] == "conv_filter_update" and row["layer"] in pooled:
             row = {**row, "flops": row["flops"] // 4, "shape": {**row["shape"], "pooled": True}}
-        parts = _op_kernels(row, block_size)
+        key = None
+        if row["layer"] == blocks[-1].name and row["op"] in ("fc_fwd", "softmax_error"):
+            key = ("output",)
+        elif row["layer"] in fc_layers and row["op"] in ("fc_update", "fc_error_proj", "fc_error_proj_to_map"):
+            key = ("fc_update_proj", row["layer"])
+        if key is None:
+            groups.append([row])
+        else:
+            if key not in merged:
+                merged[key] = []
+                groups.append(merged[key])
+            merged[key].append(row)
+    for group in groups:
+        parts = _op_kernels(group, block_size)
+        flops, nbytes = sum(r["flops"] for r in group), sum(r["bytes"] for r in group)
         for i, (kname, nblocks) in enumerate(parts):
             if kname not in kernels:
-                raise KeyError(f"static_report: op {row['op']} runs on {kname}, which is not in the cubins")
-            out.append(Launch(kname, row["phase"], row["flops"] if i == 0 else 0, row["bytes"] // len(parts),
-                              nblocks, kernels[kname], [f"{row['op']} {row['layer']}"]))
+                raise KeyError(f"static_report: op {group[0]['op']} runs on {kname}, which is not in the cubins")
+            out.append(Launch(kname, group[0]["phase"], flops if i == 0 else 0, nbytes // len(parts), nblocks,
+                              kernels[kname], [f"{r['op']} {r['layer']}" for r in group]))
     return out
 
 

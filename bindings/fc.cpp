@@ -102,4 +102,41 @@ void register_fc(py::module_& m) {
         py::arg("h"), py::arg("labels"), py::arg("probs"), py::arg("e"), py::arg("loss"), py::arg("N"), py::arg("C"),
         py::arg("stream"), "probs = softmax(h), e = probs − onehot(labels), loss = −log probs[label] (raw launcher).");
 
+    m.def(
+        "fc_update_proj",
+        [](std::uintptr_t z, std::uintptr_t e, std::uintptr_t weight, std::uintptr_t h, std::uintptr_t dw,
+           std::uintptr_t db, std::uintptr_t de, std::uintptr_t below, std::int64_t N, std::int64_t F_in,
+           std::int64_t F_out, float gamma, int layout, int rule, int act, float beta, std::uint32_t key,
+           std::uint32_t threshold, float scale, std::uintptr_t stream) {
+            ekdaa::launch_fc_update_proj(ptr<const float>(z), ptr<const float>(e), ptr<const float>(weight),
+                                         ptr<const float>(h), ptr<float>(dw), ptr<float>(db), ptr<float>(de),
+                                         ptr<float>(below), N, F_in, F_out, gamma, layout, rule, act, beta,
+                                         dropout_of("fc_update_proj", key, threshold, scale), stream_of(stream));
+        },
+        py::arg("z"), py::arg("e"), py::arg("weight"), py::arg("h"), py::arg("dw"), py::arg("db"), py::arg("de"),
+        py::arg("below"), py::arg("N"), py::arg("F_in"), py::arg("F_out"), py::arg("gamma"), py::arg("layout"),
+        py::arg("rule"), py::arg("act"), py::arg("beta"), py::arg("key"), py::arg("threshold"), py::arg("scale"),
+        py::arg("stream"),
+        "ΔW = eᵀ·z, ΔE = γ·ΔWᵀ, Δb = Σ_n e and the projection of e to the layer below, one launch "
+        "(raw launcher; 0 = absent). Use ekdaa_cuda.ops.fc.fc_update_proj.");
+    m.def("fc_softmax_error_blocks", &ekdaa::fc_softmax_error_blocks, py::arg("N"),
+          "Blocks (= partials) of fc_softmax_error for N rows.");
+    m.def(
+        "fc_softmax_error",
+        [](std::uintptr_t z, std::uintptr_t w, std::uintptr_t b, std::uintptr_t labels, std::uintptr_t h,
+           std::uintptr_t probs, std::uintptr_t e, std::uintptr_t partial_loss, std::uintptr_t partial_correct,
+           std::uintptr_t ticket, std::uintptr_t loss, std::uintptr_t correct, std::int64_t N, std::int64_t F_in,
+           std::int64_t C, std::uintptr_t stream) {
+            ekdaa::launch_fc_softmax_error(ptr<const float>(z), ptr<const float>(w), ptr<const float>(b),
+                                           ptr<const std::int32_t>(labels), ptr<float>(h), ptr<float>(probs),
+                                           ptr<float>(e), ptr<double>(partial_loss), ptr<int>(partial_correct),
+                                           ptr<unsigned int>(ticket), ptr<double>(loss), ptr<int>(correct), N, F_in,
+                                           C, stream_of(stream));
+        },
+        py::arg("z"), py::arg("w"), py::arg("b"), py::arg("labels"), py::arg("h"), py::arg("probs"), py::arg("e"),
+        py::arg("partial_loss"), py::arg("partial_correct"), py::arg("ticket"), py::arg("loss"), py::arg("correct"),
+        py::arg("N"), py::arg("F_in"), py::arg("C"), py::arg("stream"),
+        "The output layer: h = z·Wᵀ + b, softmax, e = probs − onehot, Σ loss and correct count (raw launcher; "
+        "use ekdaa_cuda.ops.fc.fc_softmax_error).");
+
 }

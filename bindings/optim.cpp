@@ -48,20 +48,22 @@ void register_optim(py::module_& m) {
         "optim_update",
         [](std::uintptr_t param_ptrs, std::uintptr_t grad_ptrs, std::uintptr_t state1_ptrs, std::uintptr_t state2_ptrs,
            std::uintptr_t sizes, std::uintptr_t chunk_offsets, std::uintptr_t lrs, std::uintptr_t partial,
-           std::int64_t T, std::int64_t n_chunks, int kind, float momentum, float beta1, float beta2,
-           float bias_correction1, float bias_correction2, float decay, float eps, float rho, std::uintptr_t stream) {
+           std::uintptr_t nonfinite, std::int64_t T, std::int64_t n_chunks, int kind, float momentum, float beta1,
+           float beta2, float bias_correction1, float bias_correction2, float decay, float eps, float rho,
+           std::uintptr_t stream) {
             const ekdaa::OptimHyper hp = hyper_of("optim_update", kind, momentum, beta1, beta2, bias_correction1,
                                                   bias_correction2, decay, eps, rho);
             ekdaa::launch_optim_update(ptr<const std::int64_t>(param_ptrs), ptr<const std::int64_t>(grad_ptrs),
                                        ptr<const std::int64_t>(state1_ptrs), ptr<const std::int64_t>(state2_ptrs),
                                        ptr<const std::int64_t>(sizes), ptr<const std::int64_t>(chunk_offsets),
-                                       ptr<const float>(lrs), ptr<const float>(partial), T, n_chunks, hp,
-                                       reinterpret_cast<cudaStream_t>(stream));
+                                       ptr<const float>(lrs), ptr<const float>(partial), ptr<int>(nonfinite), T,
+                                       n_chunks, hp, reinterpret_cast<cudaStream_t>(stream));
         },
         py::arg("param_ptrs"), py::arg("grad_ptrs"), py::arg("state1_ptrs"), py::arg("state2_ptrs"), py::arg("sizes"),
-        py::arg("chunk_offsets"), py::arg("lrs"), py::arg("partial"), py::arg("T"), py::arg("n_chunks"),
-        py::arg("kind"), py::arg("momentum"), py::arg("beta1"), py::arg("beta2"), py::arg("bias_correction1"),
+        py::arg("chunk_offsets"), py::arg("lrs"), py::arg("partial"), py::arg("nonfinite"), py::arg("T"),
+        py::arg("n_chunks"), py::arg("kind"), py::arg("momentum"), py::arg("beta1"), py::arg("beta2"), py::arg("bias_correction1"),
         py::arg("bias_correction2"), py::arg("decay"), py::arg("eps"), py::arg("rho"), py::arg("stream"),
-        "Launch 2: Pascanu rescaling and the optimizer step on every tensor, in place (raw launcher).");
+        "Launch 2: Pascanu rescaling and the optimizer step on every tensor, in place; nonfinite[t] = 1 when "
+        "tensor t turns non-finite (raw launcher).");
 
 }

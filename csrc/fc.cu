@@ -7,6 +7,8 @@
 //   error_epilogue  the same epilogue over a d already in memory (any shape, flat index)
 //   fc_update       ΔW = eᵀ·z, ΔE = γ·ΔWᵀ (one kernel), Δb = Σ_n e              (eq. 9–10, step 4)
 //   softmax_error   z_y = softmax(h_y), e_y = z_y − onehot(label), loss = −log z_y[label]   (step 1)
+//   fc_update_proj  fc_update + Δb + the error projection to the layer below, one launch (reads e once)
+//   fc_softmax_error the output layer: fc_fwd + softmax_error + the batch's Σ loss and correct count
 //
 // Layout: float32, row-major, contiguous. z, h, e, d are [N, F] (batch-major); W is [F_out, F_in]
 // (PyTorch), E is [F_in, F_out] (= Wᵀ's shape). Dropout index = flat C-order index of the
@@ -30,8 +32,8 @@ constexpr int kTile = 16;        // GEMM tile edge: blocks of kTile × kTile thr
 constexpr int kThreads = 256;    // threads per block of the 1-D kernels
 constexpr int kMaxGridY = 65535;
 
-// C(i, j) = Σ_k A(i, k)·B(k, j) for this thread's element of the block's kTile × kTile output tile,
-// i = blockIdx.y·kTile + threadIdx.y (row), j = blockIdx.x·kTile + threadIdx.x (column), with
+// C(i, j) = Σ_k A(i, k)·B(k, j) for this thread's element of the kTile × kTile output tile at
+// (i0, j0): i = i0 + threadIdx.y (row), j = j0 + threadIdx.x (column), with
 // A(i, k) = a[i·a_row + k·a_col] and B(k, j) = b[k·b_row + j·b_col] (strides in elements), so one
 // routine serves z·Wᵀ, e·W, e·Eᵀ and eᵀ·z. Every thread of the block must call it (it
 // synchronises); threads outside [rows, cols] get a meaningless value and must not store it.
@@ -39,11 +41,10 @@ constexpr int kMaxGridY = 65535;
 // index has unit stride.
 __device__ float tile_gemm(const float* a, long long a_row, long long a_col,  // A [rows, K]
                            const float* b, long long b_row, long long b_col,  // B [K, cols]
-                           int rows, int cols, int K) {
+                           int rows, int cols, int K, int i0, int j0) {
     __shared__ float as[kTile][kTile + 1];  // as[ii][kk] = A(i0 + ii, k0 + kk)
     __shared__ float bs[kTile][kTile + 1];  // bs[kk][jj] = B(k0 + kk, j0 + jj)
     const int tx = threadIdx.x, ty = threadIdx.y;
-    const int i0 = blockIdx.y * kTile, j0 = blockIdx.x * kTile;
     // Which tile coordinate each thread loads: the unit-stride one follows threadIdx.x.
     const bool a_k_unit = a_col == 1;
     const int a_ii = a_k_unit ? ty : tx, a_kk = a_k_unit ? tx : ty;
@@ -80,7 +81,7 @@ __global__ void fc_fwd_kernel(const float* __restrict__ z,  // [N, F_in]
                               float* __restrict__ out,      // [N, F_out]
                               int N, int F_in, int F_out, int act, bool apply_activation, Dropout dropout) {
     // A(n, k) = z[n, k]; B(k, f) = W[f, k].
-    const float acc = tile_gemm(z, F_in, 1, w, 1, F_in, N, F_out, F_in);
+    const float acc = tile_gemm(z, F_in, 1, w, 1, F_in, N, F_out, F_in, blockIdx.y * kTile, blockIdx.x * kTile);
     const int n = blockIdx.y * kTile + threadIdx.y, f = blockIdx.x * kTile + threadIdx.x;
     if (n >= N || f >= F_out) return;
     const long long idx = (long long)n * F_out + f;
@@ -101,7 +102,8 @@ __global__ void fc_proj_kernel(const float* __restrict__ e,       // [N, F_out]
     // A(n, o) = e[n, o]; B(o, i) = W[o, i] (kOutIn) or E[i, o] (kInOut).
     const long long b_row = layout == kOutIn ? F_in : 1;
     const long long b_col = layout == kOutIn ? 1 : F_out;
-    const float d = tile_gemm(e, F_out, 1, weight, b_row, b_col, N, F_in, F_out);
+    const float d =
+        tile_gemm(e, F_out, 1, weight, b_row, b_col, N, F_in, F_out, blockIdx.y * kTile, blockIdx.x * kTile);
     const int n = blockIdx.y * kTile + threadIdx.y, i = blockIdx.x * kTile + threadIdx.x;
     if (n >= N || i >= F_in) return;
     const long long idx = (long long)n * F_in + i;
@@ -128,7 +130,7 @@ __global__ void fc_update_kernel(const float* __restrict__ z,  // [N, F_in]
                                  float* __restrict__ de,       // [F_in, F_out]
                                  int N, int F_in, int F_out, float gamma) {
     // A(o, n) = e[n, o]; B(n, i) = z[n, i]; K = N.
-    const float acc = tile_gemm(e, 1, F_out, z, F_in, 1, F_out, F_in, N);
+    const float acc = tile_gemm(e, 1, F_out, z, F_in, 1, F_out, F_in, N, blockIdx.y * kTile, blockIdx.x * kTile);
     const int o = blockIdx.y * kTile + threadIdx.y, i = blockIdx.x * kTile + threadIdx.x;
     if (o >= F_out || i >= F_in) return;
     dw[(long long)o * F_in + i] = acc;
@@ -171,6 +173,143 @@ __global__ void softmax_error_kernel(const float* __restrict__ h,         // [N,
     }
     // −log(exp(h_y − m)/sum) = log(sum) − (h_y − m): finite even when the probability underflows.
     loss[n] = valid ? logf(sum) - (hr[label] - m) : NAN;
+}
+
+// Fused ΔW/ΔE/Δb of an FC layer and the projection of its error e to the layer below: all three
+// read only e (and z, W/E, h), so one launch serves them. 1-D grid of kTile × kTile-thread blocks:
+//   blocks [0, update_tiles)                 ΔW = eᵀ·z tile (as fc_update_kernel), ΔE = γ·ΔWᵀ when de
+//   next bias_blocks (0 without db)          Δb[f] = Σ_n e[n, f], one thread per f (as fc_bias_update)
+//   the rest, proj_tiles                     d = e·M tile; e_below = error_unit(h, d)·m/(1−p) when h,
+//                                            else d itself (the pooling conv below unpools it next)
+// update_cols = ceil(F_in / kTile) update tiles per row of tiles; proj_cols = ceil(F_in / kTile).
+__global__ void fc_update_proj_kernel(const float* __restrict__ z,       // [N, F_in]
+                                      const float* __restrict__ e,       // [N, F_out]
+                                      const float* __restrict__ weight,  // [F_out, F_in] or [F_in, F_out]; proj
+                                      const float* __restrict__ h,       // [N, F_in] or nullptr (store d)
+                                      float* __restrict__ dw,            // [F_out, F_in]
+                                      float* __restrict__ db,            // [F_out] or nullptr
+                                      float* __restrict__ de,            // [F_in, F_out] or nullptr
+                                      float* __restrict__ below,         // [N, F_in] e_below or d; proj only
+                                      int N, int F_in, int F_out, float gamma, int update_tiles, int bias_blocks,
+                                      int layout, int rule, int act, float beta, Dropout dropout) {
+    const int tiles_x = (F_in + kTile - 1) / kTile;
+    int b = blockIdx.x;
+    if (b < update_tiles) {
+        // A(o, n) = e[n, o]; B(n, i) = z[n, i]; K = N.
+        const int i0 = (b / tiles_x) * kTile, j0 = (b % tiles_x) * kTile;
+        const float acc = tile_gemm(e, 1, F_out, z, F_in, 1, F_out, F_in, N, i0, j0);
+        const int o = i0 + threadIdx.y, i = j0 + threadIdx.x;
+        if (o >= F_out || i >= F_in) return;
+        dw[(long long)o * F_in + i] = acc;
+        if (de != nullptr) de[(long long)i * F_out + o] = gamma * acc;
+        return;
+    }
+    b -= update_tiles;
+    if (b < bias_blocks) {
+        const long long f = (long long)b * kTile * kTile + threadIdx.y * kTile + threadIdx.x;
+        if (f >= F_out) return;
+        float s = 0.0f;
+        for (long long n = 0; n < N; ++n) s += e[n * F_out + f];
+        db[f] = s;
+        return;
+    }
+    b -= bias_blocks;
+    // A(n, o) = e[n, o]; B(o, i) = W[o, i] (kOutIn) or E[i, o] (kInOut).
+    const long long b_row = layout == kOutIn ? F_in : 1;
+    const long long b_col = layout == kOutIn ? 1 : F_out;
+    const int i0 = (b / tiles_x) * kTile, j0 = (b % tiles_x) * kTile;
+    const float d = tile_gemm(e, F_out, 1, weight, b_row, b_col, N, F_in, F_out, i0, j0);
+    const int n = i0 + threadIdx.y, i = j0 + threadIdx.x;
+    if (n >= N || i >= F_in) return;
+    const long long idx = (long long)n * F_in + i;
+    below[idx] = h != nullptr
+                     ? error_unit(rule, act, h[idx], d, beta) * dropout_factor(dropout, static_cast<uint32_t>(idx))
+                     : d;
+}
+
+constexpr int kSoftmaxRows = 16;  // rows of the output layer per block of fc_softmax_error_kernel
+
+// The output layer in one launch: h = z·Wᵀ + b, probs = softmax(h) row-wise and, with labels,
+// e = probs − onehot(label), the batch's summed cross-entropy and correct-prediction count.
+// Block = kThreads threads over kSoftmaxRows rows: the threads first form h for the block's
+// rows × C (k summed in ascending order, as tile_gemm), then one thread per row takes its
+// softmax, error, loss log(Σ exp(h − max)) − (h_y − max) and argmax (first maximum, as NumPy);
+// thread 0 sums the rows' losses (double) and counts in row order into the block's partials, and
+// the last block to finish (an integer ticket, no float atomics) sums the partials in block order
+// into stats: deterministic whatever the block schedule. A label outside [0, C) makes its row of
+// e and its loss NaN and is never correct. The last block resets the ticket for the next launch.
+__global__ void fc_softmax_error_kernel(const float* __restrict__ z,         // [N, F_in]
+                                        const float* __restrict__ w,         // [C, F_in]
+                                        const float* __restrict__ bias,      // [C] or nullptr
+                                        const int32_t* __restrict__ labels,  // [N] or nullptr (inference)
+                                        float* __restrict__ h,               // [N, C]
+                                        float* __restrict__ probs,           // [N, C]
+                                        float* __restrict__ e,               // [N, C]; labels only
+                                        double* __restrict__ partial_loss,   // [gridDim.x]; labels only
+                                        int* __restrict__ partial_correct,   // [gridDim.x]; labels only
+                                        unsigned int* __restrict__ ticket,   // [1], 0 between launches
+                                        double* __restrict__ loss,           // [1] Σ_n loss_n; labels only
+                                        int* __restrict__ correct,           // [1] Σ_n [argmax = label]
+                                        int N, int F_in, int C) {
+    __shared__ double row_loss[kSoftmaxRows];
+    __shared__ int row_correct[kSoftmaxRows];
+    const int row0 = blockIdx.x * kSoftmaxRows;
+    const int rows = min(kSoftmaxRows, N - row0);
+    for (int p = threadIdx.x; p < rows * C; p += blockDim.x) {
+        const int n = row0 + p / C, c = p % C;
+        const float* zr = z + (long long)n * F_in;
+        const float* wr = w + (long long)c * F_in;
+        float acc = 0.0f;
+        for (int k = 0; k < F_in; ++k) acc += zr[k] * wr[k];
+        h[(long long)n * C + c] = bias != nullptr ? acc + bias[c] : acc;
+    }
+    __syncthreads();  // h of the block's rows is complete (global writes are visible within the block)
+    if (threadIdx.x < kSoftmaxRows) {
+        double l = 0.0;
+        int hit = 0;
+        if (threadIdx.x < rows) {
+            const long long base = (long long)(row0 + threadIdx.x) * C;
+            const float* hr = h + base;
+            float m = -INFINITY;
+            for (int c = 0; c < C; ++c) m = fmaxf(m, hr[c]);
+            float sum = 0.0f;
+            for (int c = 0; c < C; ++c) sum += expf(hr[c] - m);
+            const int label = labels != nullptr ? labels[row0 + threadIdx.x] : -1;
+            const bool valid = label >= 0 && label < C;
+            float best = -1.0f;
+            int arg = 0;
+            for (int c = 0; c < C; ++c) {
+                const float p = expf(hr[c] - m) / sum;
+                probs[base + c] = p;
+                if (p > best) best = p, arg = c;
+                if (labels != nullptr) e[base + c] = valid ? p - (c == label ? 1.0f : 0.0f) : NAN;
+            }
+            l = valid ? double(logf(sum) - (hr[label] - m)) : double(NAN);
+            hit = valid && arg == label;
+        }
+        row_loss[threadIdx.x] = l;
+        row_correct[threadIdx.x] = hit;
+    }
+    if (labels == nullptr) return;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double l = 0.0;
+        int hits = 0;
+        for (int r = 0; r < kSoftmaxRows; ++r) l += row_loss[r], hits += row_correct[r];
+        partial_loss[blockIdx.x] = l;
+        partial_correct[blockIdx.x] = hits;
+        __threadfence();  // the partials are visible device-wide before the ticket is taken
+        if (atomicAdd(ticket, 1u) == gridDim.x - 1) {
+            const volatile double* pl = partial_loss;
+            const volatile int* pc = partial_correct;
+            double total = 0.0;
+            int total_correct = 0;
+            for (unsigned int q = 0; q < gridDim.x; ++q) total += pl[q], total_correct += pc[q];
+            *loss = total;
+            *correct = total_correct;
+            *ticket = 0u;
+        }
+    }
 }
 
 // Blocks for a grid-stride loop over `count` elements.
@@ -293,6 +432,50 @@ void launch_softmax_error(const float* h, const int32_t* labels, float* probs, f
     if (N == 0) return;
     require(N / kThreads < INT32_MAX, op, "N too large for the grid");
     softmax_error_kernel<<<ceil_div(N, kThreads), kThreads, 0, stream>>>(h, labels, probs, e, loss, N, C);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+void launch_fc_update_proj(const float* z, const float* e, const float* weight, const float* h, float* dw, float* db,
+                           float* de, float* below, int64_t N, int64_t F_in, int64_t F_out, float gamma, int layout,
+                           int rule, int act, float beta, Dropout dropout, cudaStream_t stream) {
+    const char* op = "fc_update_proj";
+    require_sizes(op, {N, F_in, F_out});
+    require_layout(op, layout);
+    require_rule(op, rule);
+    require_act(op, act);
+    if (F_out == 0 || F_in == 0) return;
+    require_gemm_k(op, "N", N);
+    require_gemm_k(op, "F_out", F_out);
+    require(N <= INT32_MAX - kTile && F_out <= INT32_MAX - kTile, op, "N and F_out must fit in int32");
+    require_dropout_range(op, dropout, N * F_in);
+    const int64_t tiles_x = ceil_div(F_in, kTile);
+    const int64_t update_tiles = ceil_div(F_out, kTile) * tiles_x;
+    const int64_t bias_blocks = db != nullptr ? ceil_div(F_out, kTile * kTile) : 0;
+    const int64_t proj_tiles = below != nullptr ? ceil_div(N, kTile) * tiles_x : 0;
+    const int64_t blocks = update_tiles + bias_blocks + proj_tiles;
+    require(blocks <= INT32_MAX, op, "too many blocks for the grid: " + std::to_string(blocks));
+    fc_update_proj_kernel<<<static_cast<unsigned int>(blocks), dim3(kTile, kTile), 0, stream>>>(
+        z, e, weight, h, dw, db, de, below, int(N), int(F_in), int(F_out), gamma, int(update_tiles),
+        int(bias_blocks), layout, rule, act, beta, dropout);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+int64_t fc_softmax_error_blocks(int64_t N) { return ceil_div(N, kSoftmaxRows); }
+
+void launch_fc_softmax_error(const float* z, const float* w, const float* b, const int32_t* labels, float* h,
+                             float* probs, float* e, double* partial_loss, int* partial_correct, unsigned int* ticket,
+                             double* loss, int* correct, int64_t N, int64_t F_in, int64_t C, cudaStream_t stream) {
+    const char* op = "fc_softmax_error";
+    require_sizes(op, {N, F_in, C});
+    require(C >= 1, op, "C must be >= 1, got " + std::to_string(C));
+    require(N <= INT32_MAX - kSoftmaxRows && F_in <= INT32_MAX && C * kSoftmaxRows <= INT32_MAX, op,
+            "N, F_in and 16·C must fit in int32");
+    require(labels == nullptr || (e != nullptr && partial_loss != nullptr && partial_correct != nullptr &&
+                                  ticket != nullptr && loss != nullptr && correct != nullptr),
+            op, "with labels, e, the partials, the ticket, loss and correct are all needed");
+    if (N == 0) return;
+    fc_softmax_error_kernel<<<ceil_div(N, kSoftmaxRows), kThreads, 0, stream>>>(
+        z, w, b, labels, h, probs, e, partial_loss, partial_correct, ticket, loss, correct, int(N), int(F_in), int(C));
     CUDA_CHECK_LAUNCH(op, stream);
 }
 

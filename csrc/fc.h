@@ -98,4 +98,41 @@ void launch_softmax_error(const float* h,          // [N, C]
                           float* loss,             // [N]
                           int64_t N, int64_t C, cudaStream_t stream);
 
+// One launch for an FC layer's updates and its error's projection to the layer below (both read
+// only e): dw = eᵀ·z; de = γ·dwᵀ unless de is nullptr; db = Σ_n e unless db is nullptr; and, unless
+// below is nullptr, d = e·M (M = weight in `layout`) stored as below = error_unit(rule, act, h, d, β)
+// · m/(1−p) when h is given (m from the layer below's `dropout` at index n·F_in + i), else as d.
+void launch_fc_update_proj(const float* z,       // [N, F_in]
+                           const float* e,       // [N, F_out]
+                           const float* weight,  // [F_out, F_in] (kOutIn) or [F_in, F_out] (kInOut); with below
+                           const float* h,       // [N, F_in] pre-activation of the layer below, or nullptr
+                           float* dw,            // [F_out, F_in]
+                           float* db,            // [F_out] or nullptr
+                           float* de,            // [F_in, F_out] or nullptr
+                           float* below,         // [N, F_in] or nullptr (no projection: the first layer)
+                           int64_t N, int64_t F_in, int64_t F_out, float gamma, int layout, int rule, int act,
+                           float beta, Dropout dropout, cudaStream_t stream);
+
+// Blocks of launch_fc_softmax_error for a batch of N rows: the length of its partial arrays.
+int64_t fc_softmax_error_blocks(int64_t N);
+
+// The output layer in one launch: h = z·Wᵀ + b, probs = softmax(h); with labels also
+// e = probs − onehot(label), loss[0] = Σ_n (log Σ_c exp(h_nc − max_n) − (h_n,label − max_n)) in
+// double and correct[0] = #{n : argmax_c probs_nc = label_n}, reduced in a fixed order (block
+// partials, then the last block sums them in block order; `ticket` must be 0 before the launch
+// and is 0 again after it). A label outside [0, C) gives a NaN row of e and a NaN loss.
+void launch_fc_softmax_error(const float* z,           // [N, F_in]
+                             const float* w,           // [C, F_in]
+                             const float* b,           // [C] or nullptr
+                             const int32_t* labels,    // [N] or nullptr (inference: probs only)
+                             float* h,                 // [N, C]
+                             float* probs,             // [N, C]
+                             float* e,                 // [N, C]; with labels
+                             double* partial_loss,     // [fc_softmax_error_blocks(N)]; with labels
+                             int* partial_correct,     // [fc_softmax_error_blocks(N)]; with labels
+                             unsigned int* ticket,     // [1]; with labels
+                             double* loss,             // [1]; with labels
+                             int* correct,             // [1]; with labels
+                             int64_t N, int64_t F_in, int64_t C, cudaStream_t stream);
+
 }  // namespace ekdaa

@@ -4,7 +4,8 @@
 //
 //   launch 1 (rho > 0 only)  optim_sq_norm_kernel: partial[c] = Σ_{i ∈ chunk c} Δ_i²
 //   launch 2                 optim_update_kernel:  ‖Δ‖²_F = Σ partials of the tensor (fixed order);
-//                            Pascanu: Δ ← ρΔ/‖Δ‖_F if ‖Δ‖_F > ρ; then per element
+//                            Pascanu: Δ ← ρΔ/‖Δ‖_F if ‖Δ‖_F > ρ; then per element (and
+//                            nonfinite[t] = 1 when an update or a new parameter of tensor t is not finite)
 //     sgd      v ← μv + Δ;                       p ← p − λv
 //     adam     m ← β1 m + (1−β1)Δ; v ← β2 v + (1−β2)Δ²;  p ← p − λ (m/(1−β1^t)) / (√(v/(1−β2^t)) + ε)
 //     rmsprop  s ← ρ_d s + (1−ρ_d)Δ²;            p ← p − λΔ / (√s + ε)
@@ -55,6 +56,7 @@ __global__ void optim_update_kernel(const int64_t* __restrict__ param_ptrs,     
                                     const int64_t* __restrict__ chunk_offsets,  // [T + 1]
                                     const float* __restrict__ lrs,              // [T]
                                     const float* __restrict__ partial,          // [n_chunks]
+                                    int* __restrict__ nonfinite,                // [T] or nullptr
                                     OptimHyper hp) {
     __shared__ float factor;  // Pascanu factor of this block's tensor
     const int64_t c = blockIdx.x;
@@ -74,15 +76,20 @@ __global__ void optim_update_kernel(const int64_t* __restrict__ param_ptrs,     
     const float lr = lrs[t];
     const int64_t begin = (c - chunk_offsets[t]) * kOptimChunk;
     const int64_t end = min(begin + kOptimChunk, sizes[t]);
+    bool finite = true;
     for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
         float pv = p[i];
         float s1v = s1 != nullptr ? s1[i] : 0.0f;
         float s2v = s2 != nullptr ? s2[i] : 0.0f;
-        optim_apply(hp, lr, g[i] * factor, pv, s1v, s2v);
+        const float gv = g[i];
+        optim_apply(hp, lr, gv * factor, pv, s1v, s2v);
+        finite = finite && isfinite(gv) && isfinite(pv);
         p[i] = pv;
         if (s1 != nullptr) s1[i] = s1v;
         if (s2 != nullptr) s2[i] = s2v;
     }
+    // Sticky: only ever set to 1 (every writer stores the same value), cleared by the host.
+    if (!finite && nonfinite != nullptr) nonfinite[t] = 1;
 }
 
 void require_tables(const char* op, int64_t T, int64_t n_chunks) {
@@ -105,8 +112,8 @@ void launch_optim_sq_norm(const int64_t* grad_ptrs, const int64_t* sizes, const 
 
 void launch_optim_update(const int64_t* param_ptrs, const int64_t* grad_ptrs, const int64_t* state1_ptrs,
                          const int64_t* state2_ptrs, const int64_t* sizes, const int64_t* chunk_offsets,
-                         const float* lrs, const float* partial, int64_t T, int64_t n_chunks, OptimHyper hyper,
-                         cudaStream_t stream) {
+                         const float* lrs, const float* partial, int* nonfinite, int64_t T, int64_t n_chunks,
+                         OptimHyper hyper, cudaStream_t stream) {
     const char* op = "optim_update";
     require_tables(op, T, n_chunks);
     require(hyper.kind == kSgd || hyper.kind == kAdam || hyper.kind == kRmsprop, op,
@@ -114,7 +121,7 @@ void launch_optim_update(const int64_t* param_ptrs, const int64_t* grad_ptrs, co
     require(hyper.rho <= 0.0f || partial != nullptr, op, "rho > 0 needs the partial norms of launch 1");
     if (n_chunks == 0) return;
     optim_update_kernel<<<static_cast<unsigned int>(n_chunks), kThreads, 0, stream>>>(
-        param_ptrs, grad_ptrs, state1_ptrs, state2_ptrs, sizes, chunk_offsets, lrs, partial, hyper);
+        param_ptrs, grad_ptrs, state1_ptrs, state2_ptrs, sizes, chunk_offsets, lrs, partial, nonfinite, hyper);
     CUDA_CHECK_LAUNCH(op, stream);
 }
 

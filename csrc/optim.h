@@ -79,7 +79,9 @@ void launch_optim_sq_norm(const int64_t* grad_ptrs,      // [T]
                           int64_t T, int64_t n_chunks, cudaStream_t stream);
 
 // Launch 2: per tensor, ‖Δ‖²_F = Σ of its partials (fixed order, when rho > 0), Pascanu factor,
-// then the optimizer step on every element; params and state are updated in place.
+// then the optimizer step on every element; params and state are updated in place. When an
+// update Δ or a new parameter of tensor t is NaN or ±inf, nonfinite[t] is set to 1 (never
+// cleared here: the flag is sticky until the host clears it, so training reads it only now and then).
 void launch_optim_update(const int64_t* param_ptrs,     // [T]
                          const int64_t* grad_ptrs,      // [T]
                          const int64_t* state1_ptrs,    // [T]
@@ -88,6 +90,7 @@ void launch_optim_update(const int64_t* param_ptrs,     // [T]
                          const int64_t* chunk_offsets,  // [T + 1]
                          const float* lrs,              // [T] learning rate of each tensor
                          const float* partial,          // [n_chunks] from launch 1 (read only if rho > 0)
+                         int* nonfinite,                // [T] sticky flags, or nullptr
                          int64_t T, int64_t n_chunks, OptimHyper hyper, cudaStream_t stream);
 
 }  // namespace ekdaa

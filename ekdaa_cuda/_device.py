@@ -114,6 +114,11 @@ class Device:
     ``xp`` allocates arrays (cupy or numpy), ``ext`` holds the raw launchers (``_C`` or ``_sim``,
     same names and signatures), ``ptr(arr)`` is the address a launcher takes and ``stream()`` the
     stream handle (CuPy's current stream; 0 on the simulator, where every launch is synchronous).
+
+    While ``recording`` is a list, every launch is appended to it as (op, launcher, args, tag) and every
+    array whose address is taken to ``recorded_arrays`` (which keeps them alive): the CUDA backend
+    records one training step this way and replays it (``backend_cuda.StepPlan``), with the
+    arguments validated once. ``record_tag`` is the tag of the launches recorded meanwhile.
     """
 
     def __init__(self, name: str):
@@ -132,6 +137,9 @@ class Device:
             self.ext = importlib.import_module(f"{__package__}._C")
             self.xp = importlib.import_module("cupy")
         self.array_name = f"{self.xp.__name__}.ndarray"
+        self.recording: list | None = None
+        self.recorded_arrays: list = []
+        self.record_tag = ""
 
     def __repr__(self) -> str:
         return f"Device({self.name!r})"
@@ -143,6 +151,8 @@ class Device:
         return is_cupy_array(arr)
 
     def ptr(self, arr) -> int:
+        if self.recording is not None:
+            self.recorded_arrays.append(arr)
         return int(arr.ctypes.data) if self.simulated else int(arr.data.ptr)
 
     def stream(self) -> int:
@@ -166,9 +176,20 @@ class Device:
         else:
             dst.set(np.ascontiguousarray(src, dtype=dst.dtype))
 
+    def copy_from_host_async(self, dst, src: np.ndarray) -> None:
+        """``copy_from_host`` ordered on the current stream, without waiting for the device (a
+        synchronous copy from pageable memory would wait for all queued work). The caller keeps
+        ``src`` alive until the stream has passed the copy."""
+        if self.simulated:
+            dst[...] = src
+        else:
+            dst.set(np.ascontiguousarray(src, dtype=dst.dtype), stream=self.xp.cuda.get_current_stream())
+
     def launch(self, op: str, launcher: str, *args) -> None:
         """Call a raw launcher; a failure (CUDA error, or a kernel bug the simulator found) is
         re-raised with the op's name in front when the message does not already start with it."""
+        if self.recording is not None:
+            self.recording.append((op, launcher, args, self.record_tag))
         try:
             getattr(self.ext, launcher)(*args)
         except (RuntimeError, ValueError) as exc:

@@ -83,7 +83,7 @@ class NumpyBackend:
             a = a * mask
         return a, {"z": z, "h": h, "mask": mask}
 
-    def output_fwd(self, z, w, b):
+    def output_fwd(self, z, w, b, labels=None):
         h = ref.linear(z, w, b)
         return ref.softmax(h), {"z": z, "h": h}
 
@@ -101,8 +101,9 @@ class NumpyBackend:
         """e_y = z_y − onehot(label)."""
         return probs - ref.one_hot(labels, probs.shape[1], self.dtype)
 
-    def batch_stats(self, probs, labels) -> tuple[float, int]:
-        """(summed cross-entropy, number of correct predictions) of a batch."""
+    def batch_stats(self, probs, labels, cache=None) -> tuple[float, int]:
+        """(summed cross-entropy, number of correct predictions) of a batch (``cache``: the output
+        layer's, unused here)."""
         return ref.cross_entropy(probs, labels), int(np.sum(probs.argmax(axis=1) == labels))
 
     def conv_project(self, e, kernel):

@@ -282,9 +282,11 @@ class Model:
 
     # ------------------------------------------------------------ forward
 
-    def _forward(self, x, step: int | None, stop: int | None = None):
+    def _forward(self, x, step: int | None, stop: int | None = None, labels=None):
         """Run the network on backend input x. With a step, apply that step's dropout and keep
-        what the updates need (per-block caches). With ``stop``, end after block ``stop``."""
+        what the updates need (per-block caches). With ``stop``, end after block ``stop``. With
+        backend ``labels`` the output layer may also form e_y and the batch's loss and correct
+        count (the CUDA backend does, in its one output launch)."""
         be = self.backend
         a, caches = x, []
         for b in self.blocks[:None if stop is None else stop + 1]:
@@ -298,7 +300,7 @@ class Model:
             elif b.kind == "fc":
                 a, cache = be.fc_fwd(a, w, bias, b, True, key, step is not None)
             else:
-                a, cache = be.output_fwd(a, w, bias)
+                a, cache = be.output_fwd(a, w, bias, labels)
             caches.append(cache)
         return a, caches
 
@@ -337,8 +339,9 @@ class Model:
         be = self.backend
         loss, correct = 0.0, 0
         for i in range(0, len(x), EVAL_BATCH):
-            probs, _ = self._forward(x[i:i + EVAL_BATCH], None)
-            batch_loss, batch_correct = be.batch_stats(probs, labels[i:i + EVAL_BATCH])
+            batch_labels = labels[i:i + EVAL_BATCH]
+            probs, caches = self._forward(x[i:i + EVAL_BATCH], None, labels=batch_labels)
+            batch_loss, batch_correct = be.batch_stats(probs, batch_labels, caches[-1])
             loss, correct = loss + batch_loss, correct + batch_correct
         return {"loss": float(loss) / len(x), "accuracy": float(correct) / len(x)}
 
@@ -353,11 +356,16 @@ class Model:
             return _cap_peak(d)
         return _match_rms(d, cache["h"])
 
+    def _projection(self, block: Block, rule: str):
+        """(the kernel e is projected through, its FC layout): EKDAA's E, FA/KP's B; BP uses W."""
+        feedback = rule in rules.USES_ERROR_WEIGHT
+        kernel = self.params[f"{block.name}.{'error_weight' if feedback else 'weight'}"]
+        return kernel, "in_out" if feedback else "out_in"
+
     def _error_below(self, e, block: Block, below: Block, cache: dict, rule: str):
         """Error units of ``below`` from the error e of ``block`` (SPEC.md step 3)."""
         be, opts = self.backend, self.opts
-        feedback = rule in rules.USES_ERROR_WEIGHT  # EKDAA's E, FA/KP's B; BP uses W
-        kernel = self.params[f"{block.name}.{'error_weight' if feedback else 'weight'}"]
+        kernel, layout = self._projection(block, rule)
         kind = "target" if rule == "ekdaa" else "derivative"
         linear = below.kind == "conv" and self.conv_forward_linear
         if block.kind == "conv" and not (rule == "ekdaa" and opts["normalize"] != "none"):
@@ -365,7 +373,7 @@ class Model:
         if block.kind == "conv":
             d = be.conv_project(e, kernel)
         else:
-            d = be.fc_project(e, kernel, "in_out" if feedback else "out_in")
+            d = be.fc_project(e, kernel, layout)
             if below.kind == "conv":  # unflatten to the conv block's output map
                 d = be.to_map(d, below.out_shape)
         d = self._normalize_d(d, cache, rule)
@@ -387,8 +395,18 @@ class Model:
             if errors is not None:
                 errors[b.name] = be.to_numpy(be.public(e))
             release = b.kind == "conv" and rule == "ekdaa" and self.opts["normalize"] == "release"
-            dw, db, de = be.weight_update(cache, e, b, gamma if rule == "ekdaa" and not release else
-                                          1.0 if rule == "kp" else None)
+            g = gamma if rule == "ekdaa" and not release else 1.0 if rule == "kp" else None
+            below = self.blocks[i - 1] if i > 0 else None
+            if below is not None and b.kind != "conv" and hasattr(be, "fc_update_project") \
+                    and not (rule == "ekdaa" and self.opts["normalize"] != "none"):
+                # the FC update and the projection of e to the layer below, one launch (both read only e)
+                kernel, layout = self._projection(b, rule)
+                (dw, db, de), e_below = be.fc_update_project(
+                    cache, e, b, g, kernel, layout, caches[i - 1], below, "target" if rule == "ekdaa" else "derivative",
+                    self.opts["beta"], below.kind == "conv" and self.conv_forward_linear, self.opts["unpool"])
+            else:
+                dw, db, de = be.weight_update(cache, e, b, g)
+                e_below = None
             if release:  # the release's ΔW normalisation: by max(ΔW) when above 1, then by C_in·C_out
                 dw = _cap_peak(dw) / dw.dtype.type(b.weight_shape[0] * b.weight_shape[1])
                 de = dw * dw.dtype.type(gamma)
@@ -400,15 +418,16 @@ class Model:
                 grads[f"{b.name}.bias"] = db
             if rule in ("ekdaa", "kp"):  # EKDAA: ΔE = γ ΔWᵀ (FC) / γ ΔW (conv)
                 grads[f"{b.name}.error_weight"] = de
-            if i > 0:
-                e = self._error_below(e, b, self.blocks[i - 1], caches[i - 1], rule)
+            if below is not None:
+                e = e_below if e_below is not None else self._error_below(e, b, below, caches[i - 1], rule)
         return grads
 
     def _updates(self, x, labels, rule: str, op: str, errors: dict | None = None):
         x = self.check_input(x, op)
         labels = self.check_labels(labels, len(x), op)
-        probs, caches = self._forward(self.backend.input(x), self.step_count)
-        return self._backward(caches, probs, self.backend.labels(labels), rule, errors), probs, labels
+        be_labels = self.backend.labels(labels)
+        probs, caches = self._forward(self.backend.input(x), self.step_count, labels=be_labels)
+        return self._backward(caches, probs, be_labels, rule, errors), probs, labels
 
     def _host(self, grads: dict) -> dict:
         return {k: np.ascontiguousarray(self.backend.to_numpy(v)) for k, v in grads.items()}
@@ -464,21 +483,56 @@ class Model:
         """``step`` on validated backend arrays; returns the batch's (summed loss, correct count) as
         backend scalars, so a GPU training loop need not wait for them.
 
-        ``check_finite=False`` skips the per-step test of the updates (a device synchronisation on
-        the GPU): the caller must then watch the returned loss, which turns non-finite once any
-        parameter does, and must not keep the model after that.
+        ``check_finite=False`` skips the per-step test (a device synchronisation on the GPU): the
+        caller must then watch ``nonfinite_updates()`` (the CUDA backend's optimizer kernel flags
+        every non-finite update or parameter on the device) or the returned loss, which turns
+        non-finite once any parameter does, and must not keep the model after that.
         """
         be = self.backend
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are caught just below
-            probs, caches = self._forward(x, self.step_count)
-            grads = self._backward(caches, probs, labels, self.sweep_rule)
-            if check_finite and not be.all_finite(grads.values()):
-                bad = [k for k, g in grads.items() if not be.all_finite([g])]
-                raise FloatingPointError(f"step {self.step_count}: update of {', '.join(bad)} is not finite; "
-                                         "model unchanged")
-            self.params = self.optimizer.step(self.params, grads, lr_scale)
+            if hasattr(be, "train_step"):  # the CUDA backend: one recorded (or graph) update per step
+                stats = self._checked_device_step(x, labels, lr_scale) if check_finite else \
+                    be.train_step(self, x, labels, lr_scale)
+            else:
+                probs, caches = self._forward(x, self.step_count, labels=labels)
+                grads = self._backward(caches, probs, labels, self.sweep_rule)
+                if check_finite and not be.all_finite(grads.values()):
+                    bad = [k for k, g in grads.items() if not be.all_finite([g])]
+                    raise FloatingPointError(f"step {self.step_count}: update of {', '.join(bad)} is not finite; "
+                                             "model unchanged")
+                self.params = self.optimizer.step(self.params, grads, lr_scale)
+                stats = be.batch_stats(probs, labels, caches[-1])
         self.step_count += 1
-        return be.batch_stats(probs, labels)
+        return stats
+
+    def update_arrays(self, x, labels):
+        """The forward pass and the rule's raw updates of one training step on backend arrays, at
+        the current step's dropout: (probs, caches, updates). ``step_arrays`` applies the optimizer."""
+        probs, caches = self._forward(x, self.step_count, labels=labels)
+        return probs, caches, self._backward(caches, probs, labels, self.sweep_rule)
+
+    def _checked_device_step(self, x, labels, lr_scale: float):
+        """A CUDA-backend step that leaves the model unchanged when it raises or when the optimizer
+        kernel flags a non-finite update or parameter (a copy of the model is restored)."""
+        saved = self.optimizer.snapshot()
+        try:
+            stats = self.backend.train_step(self, x, labels, lr_scale)
+            bad = self.nonfinite_updates()
+        except BaseException:
+            self.optimizer.restore(saved)
+            raise
+        if bad:
+            self.optimizer.restore(saved)
+            raise FloatingPointError(f"step {self.step_count}: update of {', '.join(bad)} (or the parameter it "
+                                     "updates) is not finite; model unchanged")
+        return stats
+
+    def nonfinite_updates(self) -> list[str]:
+        """The parameters whose update or new value was NaN or ±inf in some step since the last
+        check (the CUDA backend's optimizer kernel sets device flags; reading them synchronises
+        once). Always empty on the NumPy backend, which tests every step before applying it."""
+        read = getattr(self.optimizer, "nonfinite_keys", None)
+        return read() if read is not None else []
 
     # ------------------------------------------------------------ checkpoints
 

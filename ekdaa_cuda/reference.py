@@ -331,6 +331,16 @@ def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.maximum(p, np.finfo(probs.dtype).tiny)).sum())
 
 
+def output_layer(z: np.ndarray, w: np.ndarray, b: np.ndarray | None, labels: np.ndarray):
+    """The output layer of one training step, as ``ops.fc.fc_softmax_error`` forms it in one launch:
+    (h = z Wᵀ + b, probs = softmax(h), e = probs − onehot(labels), Σ_n −log probs[n, label_n],
+    #{n : argmax probs[n] = label_n}) in float64 (labels in [0, C))."""
+    h = linear(z.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64))
+    probs = softmax(h)
+    e = probs - one_hot(labels, h.shape[1], np.float64)
+    return h, probs, e, cross_entropy(probs, labels), int(np.sum(h.argmax(axis=1) == labels))
+
+
 def one_hot(labels: np.ndarray, classes: int, dtype) -> np.ndarray:
     out = np.zeros((len(labels), classes), dtype=dtype)
     out[np.arange(len(labels)), labels] = 1

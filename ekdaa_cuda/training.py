@@ -399,9 +399,15 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         exc.checkpoint = str(out / CHECKPOINT) if saved is not None else None
         return exc
 
+    def check_updates(at: str) -> None:
+        bad = model.nonfinite_updates()  # the optimizer kernel's device flags: one read, no per-step test
+        if bad:
+            raise diverged(at, f"the update of {', '.join(bad)} is not finite")
+
     def checkpoint(epoch_done: int, pos: int, totals=None) -> None:
         nonlocal saved
         if out is not None:
+            check_updates(f"epoch {epoch_done + 1}")
             if not be.all_finite(model.params.values()):  # never write a bad model over a good one
                 raise diverged(f"epoch {epoch_done + 1}", "a parameter is not finite")
             save_checkpoint(out / CHECKPOINT, model, {"run_args": run_args, "epoch": epoch_done, "position": pos,
@@ -417,9 +423,10 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         return exc
 
     # The NumPy backend tests every update before applying it (the model stays unchanged on a bad
-    # step); on the GPU that test would synchronise every step, so there the running loss, which
-    # turns non-finite with the first bad update, is read back every CHECK_EVERY updates, before each
-    # checkpoint and at the end of each epoch. The same reads test the loss bound.
+    # step); on the GPU that test would synchronise every step, so there the optimizer kernel flags
+    # a non-finite update or parameter on the device, and the flags and the running loss (which
+    # turns non-finite with the first bad update) are read back every CHECK_EVERY updates, before
+    # each checkpoint and at the end of each epoch. The same reads test the loss bound.
     check_each_step = be.name == "numpy"
     n_batches = -(-n_train // batch_size)
     t_start = time.perf_counter()
@@ -428,7 +435,12 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
     window = [0.0, 0]  # the loss sum and the images seen at the epoch's last loss check
 
     def check_loss(at: str, loss_sum, correct, seen: int, bar) -> None:
-        total = float(loss_sum)  # the only host synchronisation inside an epoch on the GPU
+        total = float(loss_sum)  # with the flags below, the only host synchronisation inside an epoch on the GPU
+        try:
+            check_updates(at)
+        except TrainingDiverged:
+            bar.close()
+            raise
         if not math.isfinite(total):
             bar.close()
             raise diverged(at, "the training loss is not finite")
@@ -475,6 +487,7 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
                     bar.close()
                     raise interrupted(f"epoch {epoch + 1}, batch {b + 1} of {n_batches} (step {model.step_count})")
             bar.close()
+            check_updates(f"epoch {epoch + 1}")
             if not math.isfinite(float(loss_sum)):
                 raise diverged(f"epoch {epoch + 1}", "the training loss is not finite")
             test = model.evaluate_arrays(x_test, y_test)

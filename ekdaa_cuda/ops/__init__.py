@@ -25,7 +25,17 @@ from .conv import (
     unpool_bilinear,
     unpool_error,
 )
-from .fc import error_epilogue, fc_error_proj, fc_fwd, fc_proj, fc_update, softmax_error
+from .fc import (
+    error_epilogue,
+    fc_error_proj,
+    fc_fwd,
+    fc_proj,
+    fc_softmax_error,
+    fc_softmax_error_workspace,
+    fc_update,
+    fc_update_proj,
+    softmax_error,
+)
 from .optim import MultiTensorOptimizer
 
 __all__ = [
@@ -41,7 +51,10 @@ __all__ = [
     "fc_error_proj",
     "fc_fwd",
     "fc_proj",
+    "fc_softmax_error",
+    "fc_softmax_error_workspace",
     "fc_update",
+    "fc_update_proj",
     "softmax_error",
     "unpool_bilinear",
     "unpool_error",

@@ -9,7 +9,11 @@ SPEC.md equations, with z, h, e, d of shape [N, F] and W [F_out, F_in] (PyTorch 
   rule "ekdaa": e = (φ(h) − φ(h − βd)) ⊙ m/(1−p) (eq. 8); rule "bp": e = d ⊙ φ'(h) ⊙ m/(1−p);
 - ``error_epilogue``: that epilogue alone, elementwise over a d already in memory (any shape);
 - ``fc_update``: ΔW = eᵀ z, Δb = Σ_n e, ΔE = γ ΔWᵀ (eq. 9–10, summed over the batch);
-- ``softmax_error``: z_y = softmax(h_y), e_y = z_y − onehot(label), loss_n = −log z_y[n, label_n].
+- ``softmax_error``: z_y = softmax(h_y), e_y = z_y − onehot(label), loss_n = −log z_y[n, label_n];
+- ``fc_update_proj``: ``fc_update`` (with Δb) and the projection of e to the layer below
+  (``fc_error_proj``, or plain d for a pooling conv below) in one launch;
+- ``fc_softmax_error``: the output layer in one launch: h = z Wᵀ + b, softmax, e_y, and the
+  batch's summed cross-entropy and correct count, reduced in a fixed order on the device.
 
 Every array is a float32 (labels: int32) C-contiguous array of one device: CuPy arrays on the
 current GPU ("cuda"), or NumPy arrays on the CPU simulator ("cuda-sim", the same kernels run by
@@ -194,3 +198,153 @@ def softmax_error(h, labels, *, out=None, device=None):
         op, "softmax_error", dev.ptr(h), dev.ptr(labels), dev.ptr(probs), dev.ptr(e), dev.ptr(loss), n, c, dev.stream()
     )
     return probs, e, loss
+
+
+def fc_update_proj(
+    z,
+    e,
+    *,
+    gamma=0.1,
+    bias=True,
+    error_weights=True,
+    weight=None,
+    weight_layout="in_out",
+    h=None,
+    activation="tanh",
+    beta=0.0,
+    dropout=0.0,
+    dropout_key=0,
+    rule="ekdaa",
+    out=None,
+    device=None,
+):
+    """``fc_update`` and the projection of e to the layer below in one launch. Returns (dW, db, dE, below).
+
+    z [N, F_in], e [N, F_out]: dW = eᵀ z [F_out, F_in]; db = Σ_n e [F_out] (None unless ``bias``);
+    dE = γ dWᵀ [F_in, F_out] (None unless ``error_weights``). With ``weight`` ([F_out, F_in] for
+    ``weight_layout="out_in"``, [F_in, F_out] for ``"in_out"``), below [N, F_in] is
+    ``fc_error_proj(e, weight, h, ...)`` when h (the layer below's pre-activation [N, F_in]) is
+    given, else ``fc_proj(e, weight)``; without ``weight`` below is None (the first layer).
+    ``out`` = optional (dW, db, dE, below) to write into (None where the result is None).
+    """
+    op = "fc_update_proj"
+    dev = resolve_device(op, device, "z", z)
+    gamma = finite_float(op, "gamma", gamma)
+    _check.check_array(dev, op, "z", z, "float32", ("N", "F_in"))
+    n, f_in = z.shape
+    _check.check_array(dev, op, "e", e, "float32", ("N", "F_out"), (n, None))
+    f_out = e.shape[1]
+    rule_c, act, beta = epilogue_args(op, activation, rule, beta)
+    layout, drop = 0, (0, 0, 1.0)
+    if weight is not None:
+        layout, _, w_in, _ = _projection_shapes(dev, op, e, weight, weight_layout)
+        if w_in != f_in:
+            raise ValueError(f"{op}: weight projects to {w_in} features, but z has F_in={f_in}")
+        if h is not None:
+            _check.check_array(dev, op, "h", h, "float32", ("N", "F_in"), (n, f_in))
+            drop = dropout_args(op, dropout, dropout_key, n * f_in)
+    elif h is not None:
+        raise ValueError(f"{op}: h (the layer below's pre-activation) needs weight to project through")
+    dw_out, db_out, de_out, below_out = output_arrays(op, out, 4)
+    dw = output_array(dev, op, "out[0] (dW)", dw_out, ("F_out", "F_in"), (f_out, f_in))
+    db = output_array(dev, op, "out[1] (db)", db_out, ("F_out",), (f_out,)) if bias else None
+    de = output_array(dev, op, "out[2] (dE)", de_out, ("F_in", "F_out"), (f_in, f_out)) if error_weights else None
+    below = None
+    if weight is not None:
+        below = output_array(dev, op, "out[3] (below)", below_out, ("N", "F_in"), (n, f_in))
+    dev.launch(
+        op,
+        "fc_update_proj",
+        dev.ptr(z),
+        dev.ptr(e),
+        address(dev, weight),
+        address(dev, h),
+        dev.ptr(dw),
+        address(dev, db),
+        address(dev, de),
+        address(dev, below),
+        n,
+        f_in,
+        f_out,
+        gamma,
+        layout,
+        rule_c,
+        act,
+        beta,
+        *drop,
+        dev.stream(),
+    )
+    return dw, db, de, below
+
+
+def fc_softmax_error_workspace(n, *, device):
+    """The scratch of ``fc_softmax_error`` with labels for batches of up to ``n`` rows: (partial
+    losses float64, partial counts int32, ticket uint32 [1] = 0); reusable by every later launch."""
+    dev = resolve_device("fc_softmax_error_workspace", device, "n", None)
+    n = _check.check_positive("fc_softmax_error_workspace", "n", n)
+    blocks = int(dev.ext.fc_softmax_error_blocks(n))
+    xp = dev.xp
+    return xp.empty(blocks, dtype="float64"), xp.empty(blocks, dtype="int32"), xp.zeros(1, dtype="uint32")
+
+
+def fc_softmax_error(z, w, b=None, labels=None, *, out=None, workspace=None, device=None):
+    """The output layer in one launch. Returns (h, probs, e, loss, correct).
+
+    z [N, F_in], w [C, F_in], b [C] or None: h = z Wᵀ + b [N, C], probs = softmax(h). With labels
+    [N] int32 also e = probs − onehot(labels) [N, C], loss [1] float64 = Σ_n −log probs[n, label_n]
+    (as log Σ exp(h − max) − (h_label − max)) and correct [1] int32 = #{n : argmax probs[n] =
+    label_n}, both reduced in a fixed order (no float atomics); without labels e, loss and
+    correct are None. A label outside [0, C) makes its row of e and the loss NaN. ``out`` =
+    optional (h, probs, e, loss, correct); ``workspace`` = ``fc_softmax_error_workspace(>= N)``
+    (allocated when None; its ticket must be 0, as every launch leaves it).
+    """
+    op = "fc_softmax_error"
+    dev = resolve_device(op, device, "z", z)
+    _check.check_array(dev, op, "w", w, "float32", ("C", "F_in"))
+    c, f_in = w.shape
+    _check.check_array(dev, op, "z", z, "float32", ("N", "F_in"), (None, f_in))
+    n = z.shape[0]
+    if b is not None:
+        _check.check_array(dev, op, "b", b, "float32", ("C",), (c,))
+    h_out, p_out, e_out, loss_out, correct_out = output_arrays(op, out, 5)
+    h = output_array(dev, op, "out[0] (h)", h_out, ("N", "C"), (n, c))
+    probs = output_array(dev, op, "out[1] (probs)", p_out, ("N", "C"), (n, c))
+    e = loss = correct = None
+    scratch = (None, None, None)
+    if labels is not None:
+        _check.check_array(dev, op, "labels", labels, "int32", ("N",), (n,))
+        e = output_array(dev, op, "out[2] (e)", e_out, ("N", "C"), (n, c))
+        loss = output_array(dev, op, "out[3] (loss)", loss_out, ("1",), (1,), "float64")
+        correct = output_array(dev, op, "out[4] (correct)", correct_out, ("1",), (1,), "int32")
+        if n == 0:  # an empty batch: nothing to launch, the sums are 0
+            loss[...] = 0
+            correct[...] = 0
+            return h, probs, e, loss, correct
+        scratch = workspace if workspace is not None else fc_softmax_error_workspace(n, device=dev)
+        blocks = int(dev.ext.fc_softmax_error_blocks(n))
+        if not isinstance(scratch, (tuple, list)) or len(scratch) != 3:
+            raise ValueError(f"{op}: workspace must be fc_softmax_error_workspace(N)'s tuple, got {scratch!r}")
+        for name, arr, dtype, size in zip(("partial losses", "partial counts", "ticket"), scratch,
+                                          ("float64", "int32", "uint32"), (None, None, 1)):
+            _check.check_array(dev, op, f"workspace ({name})", arr, dtype, ("size",), (size,))
+            if size is None and arr.shape[0] < blocks:
+                raise ValueError(f"{op}: workspace ({name}) holds {arr.shape[0]} blocks, N={n} needs {blocks}")
+    dev.launch(
+        op,
+        "fc_softmax_error",
+        dev.ptr(z),
+        dev.ptr(w),
+        address(dev, b),
+        address(dev, labels),
+        dev.ptr(h),
+        dev.ptr(probs),
+        address(dev, e),
+        *(address(dev, a) for a in scratch),
+        address(dev, loss),
+        address(dev, correct),
+        n,
+        f_in,
+        c,
+        dev.stream(),
+    )
+    return h, probs, e, loss, correct

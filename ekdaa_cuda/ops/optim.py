@@ -13,7 +13,9 @@ here once per parameter list (``tensor_table``, ``chunk_offsets``); the table of
 addresses and the per-tensor learning rates are rebuilt only when they change. Launch 1
 (only when ρ > 0) writes one squared-norm partial per chunk of ``_C.OPTIM_CHUNK`` elements;
 launch 2 sums a tensor's partials in a fixed order, rescales and applies the step, so a step
-is bit-for-bit reproducible.
+is bit-for-bit reproducible. Launch 2 also sets a sticky per-tensor device flag when an update or
+a new parameter is not finite: ``nonfinite()`` reads the flags (one synchronisation) and
+``clear_nonfinite()`` resets them, so a training loop need not test every step on the host.
 
 Tests: ``pytest tests/gpu/test_ops_optim.py`` (on the simulator, and on the GPU when there is one).
 """
@@ -99,8 +101,9 @@ class MultiTensorOptimizer:
 
     ``step(grads, lr_scale=None)`` applies one step with the updates ``grads`` (same shapes as
     the parameters); ``lr_scale[i]`` multiplies ``lr`` for tensor i (e.g. error weights).
-    ``t`` counts the steps taken. ``state_dict()`` returns host NumPy arrays ``{"t": ...,
-    "<slot>.<i>": ...}`` (slots: sgd ``v``; adam ``m``, ``v``; rmsprop ``s``).
+    ``t`` counts the steps taken. ``nonfinite()`` lists the tensors whose update or new value was
+    NaN or ±inf in some step since the last ``clear_nonfinite()``. ``state_dict()`` returns host
+    NumPy arrays ``{"t": ..., "<slot>.<i>": ...}`` (slots: sgd ``v``; adam ``m``, ``v``; rmsprop ``s``).
     """
 
     def __init__(
@@ -142,8 +145,12 @@ class MultiTensorOptimizer:
         self._tensors = xp.asarray(tensor_table(ptrs, state_ptrs, sizes))
         self._chunks = xp.asarray(offsets)
         self._partial = xp.empty(max(self._n_chunks, 1), dtype=np.float32)
+        self._nonfinite = xp.zeros(len(params), dtype=np.int32)  # sticky flags written by optim_update
         self._grad_key = self._lr_key = None
-        self._grad_ptrs = self._lrs = None
+        self._grad_ptrs = None
+        self._lrs = xp.empty(len(params), dtype=np.float32)  # updated in place: a CUDA graph holds its address
+        self._lrs_host = None  # the host copy of the last rates written (read by an asynchronous copy)
+        self._checked_grads: list | None = None  # the grads last validated (the same arrays skip validation)
 
     def step(self, grads, lr_scale=None) -> None:
         op = f"{OP}.step"
@@ -151,18 +158,16 @@ class MultiTensorOptimizer:
         if isinstance(grads, (str, bytes)) or not hasattr(grads, "__len__") or len(grads) != count:
             got = f"{type(grads).__name__} of length {len(grads)}" if hasattr(grads, "__len__") else repr(grads)
             raise ValueError(f"{op}: grads must be a list of {count} arrays (one per parameter), got {got}")
-        for i, (g, p) in enumerate(zip(grads, self.params)):
-            _check.check_array(self.device, op, f"grads[{i}]", g, "float32", any_shape_spec(p.ndim), p.shape)
-        scales = check_lr_scale(lr_scale, count)
-        hyper = check_hyper(self.kind, self.lr, self.momentum, self.beta1, self.beta2, self.eps, self.decay, self.rho)
+        checked = self._checked_grads
+        if checked is None or any(g is not c for g, c in zip(grads, checked)):  # validated once per grads list
+            for i, (g, p) in enumerate(zip(grads, self.params)):
+                _check.check_array(self.device, op, f"grads[{i}]", g, "float32", any_shape_spec(p.ndim), p.shape)
+            self._checked_grads = list(grads)
+        hyper = self.prepare_lrs(lr_scale)
         dev = self.device
         grad_key = tuple(dev.ptr(g) for g in grads)
         if grad_key != self._grad_key:
             self._grad_ptrs, self._grad_key = dev.xp.asarray(np.array(grad_key, dtype=np.int64)), grad_key
-        lr_key = (hyper["lr"], scales)
-        if lr_key != self._lr_key:
-            self._lrs = dev.xp.asarray(np.array([hyper["lr"] * s for s in scales], dtype=np.float32))
-            self._lr_key = lr_key
 
         t = self.t + 1
         adam = self.kind == "adam"
@@ -193,6 +198,7 @@ class MultiTensorOptimizer:
             ptr(self._chunks),
             ptr(self._lrs),
             ptr(self._partial),
+            ptr(self._nonfinite),
             count,
             self._n_chunks,
             OPTIMIZER_CODES[self.kind],
@@ -207,6 +213,25 @@ class MultiTensorOptimizer:
             stream,
         )
         self.t = t
+
+    def prepare_lrs(self, lr_scale=None) -> dict:
+        """Validate the settings and ``lr_scale`` and write the per-tensor learning rates into their
+        device table (in place, only when they change); returns the validated settings."""
+        scales = check_lr_scale(lr_scale, len(self.params))
+        hyper = check_hyper(self.kind, self.lr, self.momentum, self.beta1, self.beta2, self.eps, self.decay, self.rho)
+        lr_key = (hyper["lr"], scales)
+        if lr_key != self._lr_key:  # e.g. every step under a schedule: no synchronisation
+            self._lrs_host = np.array([hyper["lr"] * s for s in scales], dtype=np.float32)
+            self.device.copy_from_host_async(self._lrs, self._lrs_host)
+            self._lr_key = lr_key
+        return hyper
+
+    def nonfinite(self) -> list[int]:
+        """Indices of the tensors flagged non-finite since the last ``clear_nonfinite`` (synchronises)."""
+        return [int(i) for i in np.flatnonzero(self.device.to_numpy(self._nonfinite))]
+
+    def clear_nonfinite(self) -> None:
+        self._nonfinite[...] = 0
 
     def state_dict(self) -> dict:
         """Host copies: ``{"t": int64 scalar array, "<slot>.<i>": float32 array of parameter i's shape}``."""

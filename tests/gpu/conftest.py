@@ -33,7 +33,8 @@ from ekdaa_cuda._device import DEVICES, device_status, get_device
 SIM_RUNS = (("forward", 1), ("reverse", 2), ("shuffle", 2), ("shuffle", 1))
 CONV_OPS = ("conv_block_fwd", "conv_error_proj", "conv_proj", "unpool_error", "unpool_bilinear", "conv_filter_update",
             "conv_filter_update_pooled")
-FC_OPS = ("fc_fwd", "fc_proj", "fc_error_proj", "error_epilogue", "fc_update", "softmax_error")
+FC_OPS = ("fc_fwd", "fc_proj", "fc_error_proj", "error_epilogue", "fc_update", "softmax_error", "fc_update_proj",
+          "fc_softmax_error")
 SIM_CALLS: collections.Counter = collections.Counter()  # op name -> calls checked across SIM_RUNS
 
 

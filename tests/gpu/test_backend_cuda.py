@@ -211,7 +211,8 @@ class FailingLaunch:
 
 @pytest.mark.parametrize("launcher, op", [("conv_block_fwd", "conv_block_fwd"),
                                           ("conv_error_proj", "conv_error_proj"),
-                                          ("fc_update", "fc_update"),
+                                          ("fc_update_proj", "fc_update_proj"),
+                                          ("fc_softmax_error", "fc_softmax_error"),
                                           ("optim_update", "MultiTensorOptimizer.step")])
 def test_a_failing_kernel_names_the_op_and_leaves_model_and_checkpoint_unchanged(device, rng, tmp_path, monkeypatch,
                                                                                  launcher, op):

@@ -291,6 +291,146 @@ def test_fc_update_deterministic(xp, fc, rng):
         assert a.tobytes() == b.tobytes()
 
 
+# ---------------------------------------------------------------- fc_update_proj
+
+
+@pytest.mark.parametrize("shape", shape_cases(), ids=shape_id)
+@pytest.mark.parametrize("layout", ["out_in", "in_out"])
+@pytest.mark.parametrize("bias, error_weights", [(True, True), (False, False)])
+def test_fc_update_proj_exact(xp, fc, rng, shape, layout, bias, error_weights):
+    """The fused launch writes exactly what fc_update and fc_proj write (integer inputs: exact)."""
+    n, f_in, f_out = resolve(rng, shape)
+    z, e, gamma = ints(rng, (n, f_in)), ints(rng, (n, f_out)), 0.1
+    weight = projection_weight(rng, layout, f_in, f_out)
+    out = (poison(xp, (f_out, f_in)), poison(xp, (f_out,)) if bias else None,
+           poison(xp, (f_in, f_out)) if error_weights else None, poison(xp, (n, f_in)))
+    dw, db, de, d = fc.fc_update_proj(xp.array(z), xp.array(e), gamma=gamma, bias=bias, error_weights=error_weights,
+                                      weight=xp.array(weight), weight_layout=layout, out=out)
+    dw_ref = e.astype(np.float64).T @ z.astype(np.float64)
+    np.testing.assert_array_equal(host(dw), dw_ref)
+    np.testing.assert_array_equal(host(d), project(e, weight, layout))
+    if bias:
+        np.testing.assert_array_equal(host(db), e.astype(np.float64).sum(axis=0))
+    else:
+        assert db is None
+    if error_weights:
+        np.testing.assert_array_equal(host(de), (np.float32(gamma) * dw_ref.astype(np.float32)).T)
+    else:
+        assert de is None
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
+@pytest.mark.parametrize("rule", ["ekdaa", "bp"])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("layout", ["out_in", "in_out"])
+def test_fc_update_proj_epilogue_equals_fc_error_proj(xp, fc, rng, activation, rule, p, layout):
+    """With h, the projection part carries the layer below's epilogue: bitwise fc_error_proj's result
+    (same tiles, same summation order, same epilogue code)."""
+    n, f_in, f_out = resolve(rng, None)
+    z, e = ints(rng, (n, f_in)), ints(rng, (n, f_out), 1)
+    weight, h = projection_weight(rng, layout, f_in, f_out, 1), quarter_offsets(rng, (n, f_in))
+    key, _, _ = dropout_setup(rng, (n, f_in), p)
+    kw = dict(weight_layout=layout, activation=activation, beta=BETA, dropout=p, dropout_key=key, rule=rule)
+    args = [xp.array(a) for a in (z, e, weight, h)]
+    *_, below = fc.fc_update_proj(args[0], args[1], weight=args[2], h=args[3],
+                                  out=(None, None, None, poison(xp, (n, f_in))), **kw)
+    want = fc.fc_error_proj(args[1], args[2], args[3], **kw)
+    assert host(below).tobytes() == host(want).tobytes()
+
+
+def test_fc_update_proj_first_layer_and_empty_batch(xp, fc, rng):
+    f_in, f_out = int(rng.choice(AWKWARD)), int(rng.choice(AWKWARD))
+    z, e = ints(rng, (5, f_in)), ints(rng, (5, f_out))
+    dw, _, _, below = fc.fc_update_proj(xp.array(z), xp.array(e))  # no weight: no projection
+    assert below is None
+    np.testing.assert_array_equal(host(dw), e.astype(np.float64).T @ z)
+    empty = fc.fc_update_proj(xp.zeros((0, f_in), np.float32), xp.zeros((0, f_out), np.float32),
+                              weight=xp.zeros((f_in, f_out), np.float32))
+    np.testing.assert_array_equal(host(empty[0]), np.zeros((f_out, f_in)))  # empty sums
+    np.testing.assert_array_equal(host(empty[1]), np.zeros(f_out))
+    assert host(empty[3]).shape == (0, f_in)
+
+
+# ---------------------------------------------------------------- fc_softmax_error
+
+
+SOFTMAX_ROWS = 16  # csrc/fc.cu kSoftmaxRows: rows per block
+
+
+@pytest.mark.parametrize("n", [1, 2, SOFTMAX_ROWS, SOFTMAX_ROWS + 1, 97, 257])
+@pytest.mark.parametrize("c", [1, 10, 17])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fc_softmax_error(xp, fc, rng, n, c, bias):
+    """Integer z, W, b: h is exact (==) and the correct count is exact (argmax ties resolve to the
+    first maximum on both sides). probs and e as test_softmax_error; the loss sum to the sum of
+    the per-row bounds there, plus the float64 accumulation (negligible)."""
+    f_in = int(rng.choice(AWKWARD))
+    z, w = ints(rng, (n, f_in), 2), ints(rng, (c, f_in), 2)
+    b = ints(rng, (c,), 2) if bias else None
+    labels = rng.integers(0, c, size=n).astype(np.int32)
+    out = (poison(xp, (n, c)), poison(xp, (n, c)), poison(xp, (n, c)), xp.full(1, np.nan),
+           xp.full(1, -1, dtype=np.int32))
+    h, probs, e, loss, correct = (host(a) for a in fc.fc_softmax_error(
+        xp.array(z), xp.array(w), None if b is None else xp.array(b), xp.array(labels), out=out))
+    h_ref, p_ref, e_ref, loss_ref, correct_ref = reference.output_layer(z, w, b, labels)
+    np.testing.assert_array_equal(h, h_ref)
+    rel = (4 * (c + 4) + 2 * np.abs(h_ref - h_ref.max(axis=1, keepdims=True))) * ULP
+    # integer h spans hundreds: probabilities below float32's normal range (FLT_MIN) are subnormal,
+    # with absolute, not relative, precision
+    tiny = np.finfo(np.float32).tiny
+    assert_within(probs, p_ref, rel * p_ref + tiny, "probs")
+    assert_within(e, e_ref, rel * p_ref + ULP + tiny, "e")
+    row_loss = -np.log(p_ref[np.arange(n), labels])
+    tol = np.sum(4 * (c + 4) * ULP + 4 * ULP * (1 + row_loss))
+    assert abs(float(loss[0]) - loss_ref) <= tol, (float(loss[0]), loss_ref, tol)
+    assert int(correct[0]) == correct_ref
+
+
+def test_fc_softmax_error_bad_labels_and_inference(xp, fc, rng):
+    n, c, f_in = 40, 10, 7
+    z, w = ints(rng, (n, f_in)), ints(rng, (c, f_in))
+    labels = rng.integers(0, c, size=n).astype(np.int32)
+    bad_rows = np.array([0, 3, 17, 39])
+    labels[bad_rows] = [-1, c, c + 7, np.iinfo(np.int32).min]
+    zd, wd = xp.array(z), xp.array(w)
+    h, probs, e, loss, correct = (host(a) for a in fc.fc_softmax_error(zd, wd, None, xp.array(labels)))
+    good = np.setdiff1d(np.arange(n), bad_rows)
+    assert np.all(np.isnan(e[bad_rows])) and np.all(np.isfinite(e[good]))
+    assert np.isnan(loss[0])  # a bad row poisons the sum
+    _, p_ref, _, _, _ = reference.output_layer(z[good], w, None, labels[good])
+    assert int(correct[0]) == int(np.sum(p_ref.argmax(axis=1) == labels[good]))  # bad rows never count
+    empty = fc.fc_softmax_error(xp.zeros((0, f_in), np.float32), wd, None, xp.zeros(0, np.int32))
+    assert host(empty[3])[0] == 0 and host(empty[4])[0] == 0 and host(empty[1]).shape == (0, c)
+    # without labels: h and probs only, bitwise those of the labelled launch
+    h2, probs2, e2, loss2, correct2 = fc.fc_softmax_error(zd, wd)
+    assert e2 is None and loss2 is None and correct2 is None
+    assert host(h2).tobytes() == h.tobytes() and host(probs2).tobytes() == probs.tobytes()
+
+
+def test_fc_softmax_error_equals_fc_fwd_then_softmax_error_and_reuses_its_workspace(xp, fc, rng):
+    n, f_in, c = 97, 33, 10
+    z = xp.array(rng.standard_normal((n, f_in)).astype(np.float32))
+    w = xp.array(rng.standard_normal((c, f_in)).astype(np.float32))
+    labels = xp.array(rng.integers(0, c, n).astype(np.int32))
+    ws = fc.fc_softmax_error_workspace(n, device=fc.resolve_device("test", None, "z", z))
+    first = [host(a) for a in fc.fc_softmax_error(z, w, None, labels, workspace=ws)]
+    assert int(host(ws[2])[0]) == 0  # the ticket is back to 0 for the next launch
+    second = [host(a) for a in fc.fc_softmax_error(z, w, None, labels, workspace=ws)]
+    for a, b in zip(first, second):
+        assert a.tobytes() == b.tobytes()
+    h, _ = fc.fc_fwd(z, w, activation="linear", apply_activation=False)
+    probs, e, row_loss = (host(a) for a in fc.softmax_error(h, labels))
+    # Both sum k in ascending order, but the compiler may contract the two loops into FMAs
+    # differently: each h is within F_in·u·Σ_k |z_k w_k| of the exact value, so the two within
+    # twice that; a shift δ of h moves p by at most 2δ relative (and e, loss accordingly).
+    bound = 2 * f_in * ULP * (np.abs(host(z)) @ np.abs(host(w)).T)
+    assert np.all(np.abs(first[0] - host(h)) <= bound)
+    rel = 4 * bound.max() + 8 * (c + 4) * ULP
+    np.testing.assert_allclose(first[1], probs, rtol=rel, atol=np.finfo(np.float32).tiny)
+    np.testing.assert_allclose(first[2], e, rtol=rel, atol=rel)
+    assert first[3][0] == pytest.approx(float(row_loss.astype(np.float64).sum()), rel=rel, abs=n * rel)
+
+
 # ---------------------------------------------------------------- softmax_error
 
 
@@ -407,6 +547,23 @@ BAD_CASES = {
     "gamma": (
         lambda fc, xp: fc.fc_update(f32(xp, 4, 5), f32(xp, 4, 3), gamma=float("inf")),
         r"fc_update: gamma must be a finite number",
+    ),
+    "update_proj h without weight": (
+        lambda fc, xp: fc.fc_update_proj(f32(xp, 4, 5), f32(xp, 4, 3), h=f32(xp, 4, 5)),
+        r"fc_update_proj: h \(the layer below's pre-activation\) needs weight",
+    ),
+    "update_proj weight": (
+        lambda fc, xp: fc.fc_update_proj(f32(xp, 4, 5), f32(xp, 4, 3), weight=f32(xp, 6, 3)),
+        r"fc_update_proj: weight projects to 6 features, but z has F_in=5",
+    ),
+    "softmax labels dtype": (
+        lambda fc, xp: fc.fc_softmax_error(f32(xp, 4, 5), f32(xp, 3, 5), None, xp.zeros(4, np.int64)),
+        r"fc_softmax_error: labels must be int32 \[N\]",
+    ),
+    "softmax workspace": (
+        lambda fc, xp: fc.fc_softmax_error(f32(xp, 40, 5), f32(xp, 3, 5), None, xp.zeros(40, np.int32),
+                                           workspace=(xp.zeros(1), xp.zeros(1, np.int32), xp.zeros(1, np.uint32))),
+        r"fc_softmax_error: workspace \(partial losses\) holds 1 blocks, N=40 needs 3",
     ),
     "labels dtype": (
         lambda fc, xp: fc.softmax_error(f32(xp, 4, 10), xp.zeros(4, np.int64)),

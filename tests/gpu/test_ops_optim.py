@@ -118,6 +118,34 @@ def test_update_arrays_reused_in_place(xp, optim, rng, shapes):
         assert host(a).tobytes() == host(b).tobytes()
 
 
+@pytest.mark.parametrize("kind", reference.OPTIMIZERS)
+@pytest.mark.parametrize("bad", ["nan update", "inf update", "parameter overflows"])
+def test_nonfinite_flags(xp, optim, rng, shapes, kind, bad):
+    """optim_update flags exactly the tensors whose update or new value is NaN/±inf; the flags stay
+    set over later good steps until cleared (training reads them only now and then)."""
+    params = [xp.array(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+    opt = optim.MultiTensorOptimizer(params, kind=kind, lr=LR, **HYPER)
+    grads = random_grads(rng, shapes, False)
+    opt.step([xp.array(g) for g in grads])
+    assert opt.nonfinite() == []
+    hit = sorted({1, len(shapes) - 1})  # a small tensor and the last chunk of the largest
+    scales = [1.0] * len(shapes)
+    for i in hit:
+        g = grads[i].reshape(-1)
+        if bad == "parameter overflows":  # a finite update of size ~1e38 on a parameter of 3e38
+            params[i][...] = xp.float32(3e38)
+            g[...] = -1.0
+            scales[i] = 1e38 / LR
+        else:
+            g[-1] = np.nan if bad == "nan update" else np.inf
+    opt.step([xp.array(g) for g in grads], lr_scale=scales)
+    assert opt.nonfinite() == hit
+    opt.step([xp.array(np.zeros(s, np.float32)) for s in shapes])
+    assert opt.nonfinite() == hit  # sticky
+    opt.clear_nonfinite()
+    assert opt.nonfinite() == []
+
+
 def test_zero_lr_scale_freezes_a_tensor(xp, optim, rng):
     p0, p1 = (rng.standard_normal(s).astype(np.float32) for s in [(5, 7), (11,)])
     params = [xp.array(p0), xp.array(p1)]
@@ -223,4 +251,4 @@ def test_bad_arguments(xp, optim, case):
 def test_launcher_rechecks_the_optimizer_kind(device):
     """Below the Python checks, the raw launcher refuses an unknown optimizer code itself."""
     with pytest.raises(ValueError, match=r"^optim_update: kind must be 0 \(sgd\), 1 \(adam\) or 2 \(rmsprop\), got 7"):
-        device.ext.optim_update(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0.9, 0.9, 0.999, 1.0, 1.0, 0.9, 1e-8, 0.0, 0)
+        device.ext.optim_update(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0.9, 0.9, 0.999, 1.0, 1.0, 0.9, 1e-8, 0.0, 0)
