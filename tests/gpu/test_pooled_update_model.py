@@ -28,6 +28,9 @@ def _model(device, preset, rule, sparse, **kw):
     model = ek.build_model(preset, backend=device.name, rule=rule, seed=5,
                            widths=SIM_WIDTHS[preset] if device.simulated else None, **kw)
     model.backend.pooled_filter_update = sparse
+    # Every step through the ops, so the counter below sees each layer's path (from the third step on
+    # a model replays its recorded launches; tests/gpu/test_graph.py checks replay against eager).
+    model.backend.replay = False
     return model
 
 
