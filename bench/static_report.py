@@ -130,9 +130,13 @@ MODEL = {
 # threads per block when the launcher cannot be parsed (else None); "ops": the bench/floors.py ops
 # it executes (used by the model). Adding a kernel to csrc/ without adding it here is an error.
 KERNELS = {
-    "conv_block_fwd_kernel": dict(role="conv forward (+bias, φ, dropout, pool, argmax)", phase="forward",
-                                  ffma_target=True),
-    "conv_error_proj_kernel": dict(role="transposed conv + unpool + error epilogue (also unpool_error)",
+    "conv_block_fwd_igemm_kernel": dict(role="conv forward as implicit GEMM (+bias, φ, dropout, pool, argmax)",
+                                        phase="forward", ffma_target=True, block=256),
+    "conv_error_proj_igemm_kernel": dict(role="transposed conv as implicit GEMM + unpool + error epilogue",
+                                         phase="error", ffma_target=True, block=256),
+    "conv_block_fwd_kernel": dict(role="conv forward v1 (benchmark-only, one thread per output)",
+                                  phase="forward (v1)", ffma_target=True),
+    "conv_error_proj_kernel": dict(role="unpool_error; transposed conv v1 (benchmark-only, one thread per output)",
                                    phase="error", ffma_target=True),
     "conv_filter_update_gemm_kernel": dict(role="filter update pass 1: split-K implicit GEMM partials of ΔW|Δb",
                                            phase="update", ffma_target=True),
@@ -177,6 +181,31 @@ def _fwu_plan(s: dict) -> tuple[int, int, int]:
     return tiles, _ceil(chunks, per_split), cols
 
 
+# The implicit-GEMM tiles of conv_block_fwd / conv_error_proj v2 (kIgemmTiles, igemm_tile_for in
+# csrc/conv.cu): the first tile giving >= 264 blocks, else the one giving the most, among tiles no wider
+# than the columns (rows) rounded up to 32 and, for the pooled forward, with BM >= 64; 64x32 if none.
+IGEMM_TILES = ((128, 64), (64, 128), (64, 64), (64, 32), (32, 64), (32, 32))
+
+
+def igemm_tile(rows: int, cols: int, pooled_rows: bool) -> tuple[int, int]:
+    """(BM, BN) that the v2 conv launchers pick for a GEMM of rows x cols."""
+    best, best_blocks = None, 0
+    for bm, bn in IGEMM_TILES:
+        if (pooled_rows and bm < 64) or bn > _ceil(cols, 32) * 32 or bm > _ceil(rows, 32) * 32:
+            continue
+        blocks = _ceil(rows, bm) * _ceil(cols, bn)
+        if blocks >= 264:
+            return bm, bn
+        if best is None or blocks > best_blocks:
+            best, best_blocks = (bm, bn), blocks
+    return best or IGEMM_TILES[3]
+
+
+def _igemm(kernel: str, rows: int, cols: int, pooled_rows: bool) -> tuple[str, int]:
+    bm, bn = igemm_tile(rows, cols, pooled_rows)
+    return f"{kernel}<{bm}, {bn}>", _ceil(rows, bm) * _ceil(cols, bn)
+
+
 # How each bench/floors.py op of the EKDAA update runs today: [(kernel, blocks(shape) -> int)] in
 # launch order, from the launchers (csrc/conv.cu, csrc/fc.cu, csrc/optim.cu) and the backend's op
 # sequence (ekdaa_cuda/backend_cuda.py). ``None`` blocks = use threads / block size. The
@@ -184,12 +213,12 @@ def _fwu_plan(s: dict) -> tuple[int, int, int]:
 # calls fc_project, then unpool_epilogue), not through the fused fc_proj<true>.
 def _op_kernels(row: dict, block_size) -> list[tuple[str, int]]:
     s, op = row["shape"], row["op"]
-    if op == "conv_block_fwd":
-        cells = s["n"] * s["c_out"] * ((_ceil(s["h"], 2) * _ceil(s["w"], 2)) if s["pool"] else s["h"] * s["w"])
-        return [("conv_block_fwd_kernel", _ceil(cells, block_size("conv_block_fwd_kernel")))]
-    if op == "conv_error_proj":
-        cells = s["n"] * s["c_in"] * ((_ceil(s["hh"], 2) * _ceil(s["wh"], 2)) if s["pooled"] else s["hh"] * s["wh"])
-        return [("conv_error_proj_kernel", _ceil(cells, block_size("conv_error_proj_kernel")))]
+    if op == "conv_block_fwd":  # rows: positions, pooled as 4 per 2x2 cell of a ceil(H/2) x ceil(W/2) grid
+        rows = s["n"] * (4 * _ceil(s["h"], 2) * _ceil(s["w"], 2) if s["pool"] else s["h"] * s["w"])
+        return [_igemm("conv_block_fwd_igemm_kernel", rows, s["c_out"], s["pool"])]
+    if op == "conv_error_proj":  # rows: cells of h's ceil(Hh/2) x ceil(Wh/2) grid (pooled) or positions
+        rows = s["n"] * (_ceil(s["hh"], 2) * _ceil(s["wh"], 2) if s["pooled"] else s["hh"] * s["wh"])
+        return [_igemm("conv_error_proj_igemm_kernel", rows, s["c_in"], False)]
     if op == "conv_filter_update":
         tiles, splits, cols = _fwu_plan(s)
         return [("conv_filter_update_gemm_kernel", tiles * splits),
