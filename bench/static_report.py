@@ -181,29 +181,29 @@ def _fwu_plan(s: dict) -> tuple[int, int, int]:
     return tiles, _ceil(chunks, per_split), cols
 
 
-# The implicit-GEMM tiles of conv_block_fwd / conv_error_proj v2 (kIgemmTiles, igemm_tile_for in
-# csrc/conv.cu): the first tile giving >= 264 blocks, else the one giving the most, among tiles no wider
-# than the columns (rows) rounded up to 32 and, for the pooled forward, with BM >= 64; 64x32 if none.
-IGEMM_TILES = ((128, 64), (64, 128), (64, 64), (64, 32), (32, 64), (32, 32))
+# The implicit-GEMM tiles (BM, BN, KS depth groups) of conv_block_fwd / conv_error_proj v2 (kIgemmTiles,
+# igemm_tile_for in csrc/conv.cu): the first tile giving >= 264 blocks, else the one giving the most,
+# among tiles no wider than the columns (rows) rounded up to 32.
+IGEMM_TILES = ((128, 64, 1), (64, 128, 1), (64, 64, 1), (64, 32, 2), (32, 64, 2), (32, 32, 4))
 
 
-def igemm_tile(rows: int, cols: int, pooled_rows: bool) -> tuple[int, int]:
-    """(BM, BN) that the v2 conv launchers pick for a GEMM of rows x cols."""
-    best, best_blocks = None, 0
-    for bm, bn in IGEMM_TILES:
-        if (pooled_rows and bm < 64) or bn > _ceil(cols, 32) * 32 or bm > _ceil(rows, 32) * 32:
+def igemm_tile(rows: int, cols: int) -> tuple[int, int, int]:
+    """(BM, BN, KS) that the v2 conv launchers pick for a GEMM of rows x cols."""
+    best, best_blocks = IGEMM_TILES[0], 0
+    for bm, bn, ks in IGEMM_TILES:
+        if bn > _ceil(cols, 32) * 32 or bm > _ceil(rows, 32) * 32:
             continue
         blocks = _ceil(rows, bm) * _ceil(cols, bn)
         if blocks >= 264:
-            return bm, bn
-        if best is None or blocks > best_blocks:
-            best, best_blocks = (bm, bn), blocks
-    return best or IGEMM_TILES[3]
+            return bm, bn, ks
+        if blocks > best_blocks:
+            best, best_blocks = (bm, bn, ks), blocks
+    return best
 
 
-def _igemm(kernel: str, rows: int, cols: int, pooled_rows: bool) -> tuple[str, int]:
-    bm, bn = igemm_tile(rows, cols, pooled_rows)
-    return f"{kernel}<{bm}, {bn}>", _ceil(rows, bm) * _ceil(cols, bn)
+def _igemm(kernel: str, rows: int, cols: int) -> tuple[str, int]:
+    bm, bn, ks = igemm_tile(rows, cols)
+    return f"{kernel}<{bm}, {bn}, {ks}>", _ceil(rows, bm) * _ceil(cols, bn)
 
 
 # How each bench/floors.py op of the EKDAA update runs today: [(kernel, blocks(shape) -> int)] in
@@ -215,10 +215,10 @@ def _op_kernels(row: dict, block_size) -> list[tuple[str, int]]:
     s, op = row["shape"], row["op"]
     if op == "conv_block_fwd":  # rows: positions, pooled as 4 per 2x2 cell of a ceil(H/2) x ceil(W/2) grid
         rows = s["n"] * (4 * _ceil(s["h"], 2) * _ceil(s["w"], 2) if s["pool"] else s["h"] * s["w"])
-        return [_igemm("conv_block_fwd_igemm_kernel", rows, s["c_out"], s["pool"])]
+        return [_igemm("conv_block_fwd_igemm_kernel", rows, s["c_out"])]
     if op == "conv_error_proj":  # rows: cells of h's ceil(Hh/2) x ceil(Wh/2) grid (pooled) or positions
         rows = s["n"] * (_ceil(s["hh"], 2) * _ceil(s["wh"], 2) if s["pooled"] else s["hh"] * s["wh"])
-        return [_igemm("conv_error_proj_igemm_kernel", rows, s["c_in"], False)]
+        return [_igemm("conv_error_proj_igemm_kernel", rows, s["c_in"])]
     if op == "conv_filter_update":
         tiles, splits, cols = _fwu_plan(s)
         return [("conv_filter_update_gemm_kernel", tiles * splits),

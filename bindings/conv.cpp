@@ -88,12 +88,13 @@ void register_conv(py::module_& m) {
         "igemm_tiles",
         [] {
             py::list out;
-            for (const auto& t : ekdaa::igemm_tiles()) out.append(py::make_tuple(t.first, t.second));
+            for (const auto& t : ekdaa::igemm_tiles()) out.append(py::make_tuple(t[0], t[1], t[2]));
             return out;
         },
-        "The (BM, BN) block tiles of the implicit-GEMM conv kernels, indexed by their `tile` argument.");
-    m.def("igemm_tile_for", &ekdaa::igemm_tile_for, py::arg("rows"), py::arg("cols"), py::arg("pooled_rows"),
-          "Index of the tile the conv launchers choose for a GEMM of rows x cols (pooled_rows: pooled forward).");
+        "The (BM, BN, KS) block tiles (rows, columns, depth groups) of the implicit-GEMM conv kernels, indexed by "
+        "their `tile` argument.");
+    m.def("igemm_tile_for", &ekdaa::igemm_tile_for, py::arg("rows"), py::arg("cols"),
+          "Index of the tile the conv launchers choose for a GEMM of rows x cols.");
     m.def(
         "unpool_error",
         [](A d, A h, A argmax, A e, int64_t N, int64_t C, int64_t Hp, int64_t Wp, int64_t Hh, int64_t Wh, int rule,

@@ -22,8 +22,8 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <array>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "common.cuh"
@@ -435,25 +435,26 @@ namespace {
 // depth = (ci, ky, kx). Epilogue as v1 (conv_block_fwd_at): h = acc + b, z = φ(h)·m/(1−p); pooled,
 // the thread holding a window's 4 rows takes its max and argmax (ties: first q) and writes out and
 // the code; a cell on the odd trailing row/column writes only h.
-template <int BM, int BN>
+template <int BM, int BN, int KS>
 __global__ void __launch_bounds__(kIgemmThreads) conv_block_fwd_igemm_kernel(ConvBlockFwdArgs a, IgemmPlan g) {
-    constexpr int TM = BM / 16, TN = BN / 16;
+    using Sh = IgemmShape<BM, BN, KS>;
+    constexpr int TM = Sh::TM, TN = Sh::TN;
     float acc[TM][TN];
     const int r0 = blockIdx.x * BM, c0 = blockIdx.y * BN;
-    igemm_mainloop<BM, BN>(g, a.x, a.w, r0, c0, acc);
-    const int tm = threadIdx.x & 15, tn = threadIdx.x >> 4;
+    int tm, tn;
+    if (!igemm_mainloop<BM, BN, KS>(g, a.x, a.w, r0, c0, acc, tm, tn)) return;
     const int H = g.Hs, W = g.Ws, HW = g.HWs, C = g.cols;
     int co[TN];
     float bias[TN];
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
-        co[j] = c0 + igemm_tile_row<BN>(tn, j);
+        co[j] = c0 + igemm_tile_row<BN / TN>(tn, j);
         bias[j] = a.b != nullptr && co[j] < C ? a.b[co[j]] : 0.0f;
     }
     if (g.group == 1) {
 #pragma unroll
         for (int i = 0; i < TM; ++i) {
-            const int r = r0 + igemm_tile_row<BM>(tm, i);
+            const int r = r0 + igemm_tile_row<Sh::RT>(tm, i);
             if (r >= g.rows) continue;
             int n, y, x;
             igemm_position(g, r, n, y, x);
@@ -468,11 +469,11 @@ __global__ void __launch_bounds__(kIgemmThreads) conv_block_fwd_igemm_kernel(Con
         }
         return;
     }
-    if constexpr (TM >= 4) {  // pooled: rows 4·w .. 4·w + 3 of this thread are one window (launched with BM >= 64)
+    {  // pooled: rows 4·w .. 4·w + 3 of this thread are one window (TM is a multiple of 4)
         const int Hp = H / 2, Wp = W / 2;
 #pragma unroll
         for (int w = 0; w < TM / 4; ++w) {
-            const int r = r0 + igemm_tile_row<BM>(tm, 4 * w);  // q = 0 of the window
+            const int r = r0 + igemm_tile_row<Sh::RT>(tm, 4 * w);  // q = 0 of the window
             if (r >= g.rows) continue;
             int n, y0, x0;
             igemm_position(g, r, n, y0, x0);
@@ -508,23 +509,24 @@ __global__ void __launch_bounds__(kIgemmThreads) conv_block_fwd_igemm_kernel(Con
 // picks which of the window's 4 outputs receives it, so no FLOP is spent off the argmax. Epilogue as
 // v1 (error_proj_at): error_below(d) at the argmax, exact zeros at the window's other positions and
 // on the odd trailing row/column; unpooled, error_below(d) at every position.
-template <int BM, int BN>
+template <int BM, int BN, int KS>
 __global__ void __launch_bounds__(kIgemmThreads) conv_error_proj_igemm_kernel(ErrorProjArgs a, IgemmPlan g) {
-    constexpr int TM = BM / 16, TN = BN / 16;
+    using Sh = IgemmShape<BM, BN, KS>;
+    constexpr int TM = Sh::TM, TN = Sh::TN;
     float acc[TM][TN];
     const int r0 = blockIdx.x * BM, c0 = blockIdx.y * BN;
-    igemm_mainloop<BM, BN>(g, a.e, a.kernel, r0, c0, acc);
-    const int tm = threadIdx.x & 15, tn = threadIdx.x >> 4;
+    int tm, tn;
+    if (!igemm_mainloop<BM, BN, KS>(g, a.e, a.kernel, r0, c0, acc, tm, tn)) return;
     const int Hp = g.Hs, Wp = g.Ws, Hh = static_cast<int>(a.Hh), Wh = static_cast<int>(a.Wh), C = g.cols;
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-        const int r = r0 + igemm_tile_row<BM>(tm, i);
+        const int r = r0 + igemm_tile_row<Sh::RT>(tm, i);
         if (r >= g.rows) continue;
         int n, y, x;  // unpooled: a position of h; pooled: a cell (window (y, x) when inside Hp x Wp)
         igemm_position(g, r, n, y, x);
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
-            const int ci = c0 + igemm_tile_row<BN>(tn, j);
+            const int ci = c0 + igemm_tile_row<BN / TN>(tn, j);
             if (ci >= C) continue;
             const float d = acc[i][j];
             const int plane = (n * C + ci) * Hh * Wh;
@@ -545,53 +547,52 @@ __global__ void __launch_bounds__(kIgemmThreads) conv_error_proj_igemm_kernel(Er
     }
 }
 
-// Block tiles (BM rows x BN columns), in order of preference: the larger tiles reuse each shared
-// value more (TM·TN FMAs per TM/4 + TN/4 vector reads), the smaller ones give small layers enough
-// blocks. igemm_tile_for takes the first tile that gives >= kIgemmTargetBlocks blocks, else the one
-// giving the most (earlier on ties), among those that waste no whole 32-row/column strip (BN <=
-// cols rounded up to 32, likewise BM) and, for the pooled forward, have BM >= 64 (a thread's 4
-// consecutive rows must form a window); 64x32 when none qualifies.
+// Block tiles (BM rows x BN columns, KS depth groups), in order of preference: the larger tiles
+// reuse each loaded value more, the smaller ones give small layers enough blocks (their depth groups
+// keep 4 x 4 outputs per thread). igemm_tile_for takes the first tile that gives >= kIgemmTargetBlocks
+// blocks, else the one giving the most (earlier on ties), among those that waste no whole
+// 32-row/column strip (BN <= cols rounded up to 32, likewise BM).
 struct IgemmTile {
-    int bm, bn;
+    int bm, bn, ks;
 };
-constexpr IgemmTile kIgemmTiles[] = {{128, 64}, {64, 128}, {64, 64}, {64, 32}, {32, 64}, {32, 32}};
+constexpr IgemmTile kIgemmTiles[] = {{128, 64, 1}, {64, 128, 1}, {64, 64, 1}, {64, 32, 2}, {32, 64, 2}, {32, 32, 4}};
 constexpr int kIgemmTileCount = sizeof(kIgemmTiles) / sizeof(kIgemmTiles[0]);
-constexpr int kIgemmFallbackTile = 3;    // 64x32
 constexpr int kIgemmTargetBlocks = 264;  // ~2 blocks per SM of a 132-SM H100/H200 (fixed: shapes alone decide)
 
 int64_t igemm_blocks(int64_t rows, int64_t cols, const IgemmTile& t) {
     return ((rows + t.bm - 1) / t.bm) * ((cols + t.bn - 1) / t.bn);
 }
 
-template <int BM, int BN>
+template <int BM, int BN, int KS>
 void launch_igemm_tile(const ConvBlockFwdArgs& a, const IgemmPlan& g, dim3 grid, cudaStream_t stream) {
-    conv_block_fwd_igemm_kernel<BM, BN><<<grid, kIgemmThreads, 0, stream>>>(a, g);
+    conv_block_fwd_igemm_kernel<BM, BN, KS><<<grid, kIgemmThreads, 0, stream>>>(a, g);
 }
 
-template <int BM, int BN>
+template <int BM, int BN, int KS>
 void launch_igemm_tile(const ErrorProjArgs& a, const IgemmPlan& g, dim3 grid, cudaStream_t stream) {
-    conv_error_proj_igemm_kernel<BM, BN><<<grid, kIgemmThreads, 0, stream>>>(a, g);
+    conv_error_proj_igemm_kernel<BM, BN, KS><<<grid, kIgemmThreads, 0, stream>>>(a, g);
 }
 
-// Launch the plan's GEMM with tile `tile` of kIgemmTiles (-1: igemm_tile_for) and `a`'s epilogue.
+// Launch the plan's GEMM with tile `tile` of kIgemmTiles (-1: igemm_tile_for) and `a`'s epilogue;
+// the walkers' advance per step (BK = 8·KS depth indices) is set here, from the tile.
 template <typename Args>
-void launch_igemm(const char* op, const Args& a, const IgemmPlan& g, int tile, cudaStream_t stream) {
-    const bool pooled_rows = g.group == 4;
-    if (tile < 0) tile = igemm_tile_for(g.rows, g.cols, pooled_rows);
+void launch_igemm(const char* op, const Args& a, IgemmPlan g, int tile, cudaStream_t stream) {
+    if (tile < 0) tile = igemm_tile_for(g.rows, g.cols);
     require(tile < kIgemmTileCount, op, "tile must be -1 (by shape) or < " + std::to_string(kIgemmTileCount) +
                                             ", got " + std::to_string(tile));
     const IgemmTile t = kIgemmTiles[tile];
-    require(!pooled_rows || t.bm >= 64, op,
-            "tile " + std::to_string(t.bm) + "x" + std::to_string(t.bn) + " cannot run the pooled forward (needs BM >= 64)");
+    const int bk = kIgemmBK * t.ks;
+    g.adv_s = bk / g.kk2, g.adv_r = bk % g.kk2;
+    g.adv_ky = g.adv_r / g.k, g.adv_kx = g.adv_r % g.k;
     const dim3 grid(ceil_div(g.rows, t.bm), ceil_div(g.cols, t.bn));
     require(grid.y <= 65535, op, "C = " + std::to_string(g.cols) + " needs more than 65535 column tiles");
     switch (tile) {
-        case 0: launch_igemm_tile<128, 64>(a, g, grid, stream); break;
-        case 1: launch_igemm_tile<64, 128>(a, g, grid, stream); break;
-        case 2: launch_igemm_tile<64, 64>(a, g, grid, stream); break;
-        case 3: launch_igemm_tile<64, 32>(a, g, grid, stream); break;
-        case 4: launch_igemm_tile<32, 64>(a, g, grid, stream); break;
-        default: launch_igemm_tile<32, 32>(a, g, grid, stream); break;
+        case 0: launch_igemm_tile<128, 64, 1>(a, g, grid, stream); break;
+        case 1: launch_igemm_tile<64, 128, 1>(a, g, grid, stream); break;
+        case 2: launch_igemm_tile<64, 64, 1>(a, g, grid, stream); break;
+        case 3: launch_igemm_tile<64, 32, 2>(a, g, grid, stream); break;
+        case 4: launch_igemm_tile<32, 64, 2>(a, g, grid, stream); break;
+        default: launch_igemm_tile<32, 32, 4>(a, g, grid, stream); break;
     }
     CUDA_CHECK_LAUNCH(op, stream);
 }
@@ -606,29 +607,27 @@ IgemmPlan igemm_plan(int64_t N, int64_t cols, int64_t S, int64_t Hs, int64_t Ws,
     g.k = int(k), g.pad = int(k / 2), g.kk2 = int(k * k), g.flip = flip ? 1 : 0;
     g.group = group, g.Hg = int(Hg), g.Wg = int(Wg);
     g.col_stride = int(col_stride), g.src_stride = int(src_stride);
-    g.adv_s = kIgemmBK / g.kk2, g.adv_r = kIgemmBK % g.kk2;
-    g.adv_ky = g.adv_r / g.k, g.adv_kx = g.adv_r % g.k;
-    return g;
+    return g;  // adv_*: by launch_igemm, from the tile
 }
 
 }  // namespace
 
-int igemm_tile_for(int64_t rows, int64_t cols, bool pooled_rows) {
-    int best = -1;
+int igemm_tile_for(int64_t rows, int64_t cols) {
+    int best = 0;
     int64_t best_blocks = 0;
     for (int i = 0; i < kIgemmTileCount; ++i) {
         const IgemmTile& t = kIgemmTiles[i];
-        if ((pooled_rows && t.bm < 64) || t.bn > (cols + 31) / 32 * 32 || t.bm > (rows + 31) / 32 * 32) continue;
+        if (t.bn > (cols + 31) / 32 * 32 || t.bm > (rows + 31) / 32 * 32) continue;
         const int64_t blocks = igemm_blocks(rows, cols, t);
         if (blocks >= kIgemmTargetBlocks) return i;
-        if (best < 0 || blocks > best_blocks) best = i, best_blocks = blocks;
+        if (blocks > best_blocks) best = i, best_blocks = blocks;
     }
-    return best >= 0 ? best : kIgemmFallbackTile;
+    return best;  // 32x32 qualifies whenever rows, cols >= 1
 }
 
-std::vector<std::pair<int, int>> igemm_tiles() {
-    std::vector<std::pair<int, int>> out;
-    for (const IgemmTile& t : kIgemmTiles) out.emplace_back(t.bm, t.bn);
+std::vector<std::array<int, 3>> igemm_tiles() {
+    std::vector<std::array<int, 3>> out;
+    for (const IgemmTile& t : kIgemmTiles) out.push_back({t.bm, t.bn, t.ks});
     return out;
 }
 

@@ -15,8 +15,8 @@
 
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstdint>
-#include <utility>
 #include <vector>
 
 #include "elementwise.cuh"
@@ -359,10 +359,10 @@ void launch_conv_error_proj(const float* e,         // [N, C_out, Hp, Wp]
                             int64_t k, bool pool, int rule, int act, float beta, Dropout dropout, cudaStream_t stream,
                             int tile = -1);
 
-// The implicit-GEMM block tiles (BM rows, BN columns) of the two launchers above, and the index of
-// the one they choose for a GEMM of `rows` x `cols` (pooled_rows: the pooled forward, BM >= 64).
-std::vector<std::pair<int, int>> igemm_tiles();
-int igemm_tile_for(int64_t rows, int64_t cols, bool pooled_rows);
+// The implicit-GEMM block tiles {BM rows, BN columns, KS depth groups} of the two launchers above,
+// and the index of the one they choose for a GEMM of `rows` x `cols`.
+std::vector<std::array<int, 3>> igemm_tiles();
+int igemm_tile_for(int64_t rows, int64_t cols);
 
 // Version 1 of the two (benchmark-only, bench/micro.py): one thread per output (or 2x2 pool cell)
 // with 64-bit index math and global loads in the inner loop; same arguments and results.

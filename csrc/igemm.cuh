@@ -16,17 +16,21 @@
 // one thread (below). A position outside the Hs x Ws plane (the odd trailing row/column of a
 // ceil(H/2) x ceil(W/2) cell grid) is a dead row: its A row is zero and the epilogue skips it.
 //
-// Block tile BM x BN with 256 threads as 16 x 16: thread (tm, tn) = (t % 16, t / 16) holds
-// TM = BM/16 rows and TN = BN/16 columns of C in registers; its rows are groups of RG = min(TM, 4)
-// consecutive rows, groups 16·RG apart (row g·16·RG + tm·RG + i), likewise its columns, so every
-// shared-memory read is one float4 (float2 when the tile side is 32). Per step kIgemmBK = 8 depth
-// indices of A (BM x 8) and B (8 x BN) go through shared memory, double-buffered: the global loads
-// of step s + 1 are issued into registers before the FMAs of step s and stored into the other
-// buffer after them, one barrier per step. Loaders: warp w loads depth index w of A for rows
-// lane + 32·i (consecutive positions: coalesced); thread t loads depth index t % 8 of B for columns
-// t / 8 + 32·i. Each loader walks its depth index (s, ky, kx) by 8 per step with one carry per
-// digit (IgemmPlan::adv_*), and decomposes its rows into (n, y, x) once before the K loop: no
-// division or modulo in the K loop, int32 index math (sizes checked by the launchers).
+// Block tile BM x BN, 256 threads in KS depth groups (IgemmShape): each step stages BK = 8·KS depth
+// indices of A (BM x BK) and B (BK x BN) in shared memory and group g multiplies depth indices
+// 8g .. 8g + 7 of it into its own TM x TN register tile per thread; with KS > 1 the groups' tiles
+// are summed through shared memory at the end in group order (fixed: deterministic) and group 0
+// runs the epilogue. So small tiles (for small grids) keep 4 x 4 outputs per thread and the FMAs
+// per loaded element of the large ones. A thread (tm, tn) of a group holds rows in groups of 4
+// consecutive rows, RT·4 rows apart (row (i/4)·RT·4 + tm·4 + i%4; RT = BM/TM threads along rows),
+// likewise columns, so every shared-memory read is one float4 and a pooled window's 4 rows are in
+// one thread. Double buffering: the global loads of step s + 1 are issued into registers before the
+// FMAs of step s and stored into the other buffer after them, one barrier per step. Loaders:
+// thread t loads depth index t / (32/KS) of A for rows t % (32/KS) + (32/KS)·i (consecutive threads,
+// consecutive positions: coalesced) and depth index t % BK of B for columns t / BK + (256/BK)·i.
+// Each loader walks its depth index (s, ky, kx) by BK per step with one carry per digit
+// (IgemmPlan::adv_*) and decomposes its rows into (n, y, x) once before the K loop: no division or
+// modulo in the K loop, int32 index math (sizes checked by the launchers).
 //
 // Zero padding: a tap outside the plane multiplies an explicit 0 (v1, the one-thread-per-output
 // kernels, skip it), so with a non-finite weight the two differ: 0·Inf = NaN here. For finite
@@ -39,9 +43,21 @@
 
 namespace ekdaa {
 
-constexpr int kIgemmThreads = 256;  // 16 x 16 threads, each a TM x TN register tile
-constexpr int kIgemmBK = 8;         // depth indices per step (warp w loads index w of A)
-static_assert(kIgemmThreads == 32 * kIgemmBK, "A's loaders: one warp per depth index of a step");
+constexpr int kIgemmThreads = 256;  // KS depth groups of 256/KS threads, each a TM x TN register tile
+constexpr int kIgemmBK = 8;         // depth indices per step and group
+
+// The thread layout of a BM x BN tile with KS depth groups.
+template <int BM, int BN, int KS>
+struct IgemmShape {
+    static constexpr int TM = KS == 1 ? BM / 16 : 4, TN = KS == 1 ? BN / 16 : 4;  // registers per thread
+    static constexpr int RT = BM / TM;                                         // threads along rows
+    static constexpr int BK = kIgemmBK * KS;                                   // depth indices per step
+    static constexpr int ALD = kIgemmThreads / BK, AS = BM / ALD;  // A: threads per depth index, rows each
+    static constexpr int BLD = kIgemmThreads / BK, BS = BN / BLD;  // B: columns per pass, passes
+    static_assert(RT * (BN / TN) * KS == kIgemmThreads, "every thread owns one TM x TN tile of one group");
+    static_assert(TM % 4 == 0 && TN % 4 == 0 && AS >= 1 && BS >= 1 && BM % ALD == 0 && BN % BLD == 0,
+                  "float4 reads; whole loader passes");
+};
 
 // The GEMM of one launch (host-built by conv.cu's plan_igemm; every size fits in int32).
 struct IgemmPlan {
@@ -54,7 +70,7 @@ struct IgemmPlan {
     int group;                   // rows per cell: 1, or 4 (2x2 pool window, q = 2·dy + dx)
     int Hg, Wg;                  // cells per image plane
     int col_stride, src_stride;  // B[kk, c] = wts[c·col_stride + s·src_stride + ky·k + kx]
-    int adv_s, adv_r;            // kIgemmBK depth indices = adv_s channels + adv_r taps (adv_r < k·k)
+    int adv_s, adv_r;            // BK depth indices (one step) = adv_s channels + adv_r taps (adv_r < k·k)
     int adv_ky, adv_kx;          // adv_r = adv_ky·k + adv_kx
 };
 
@@ -67,49 +83,48 @@ EKDAA_HD void igemm_position(const IgemmPlan& g, int r, int& n, int& y, int& x) 
     x = g.group == 4 ? 2 * j + (q & 1) : j;
 }
 
-// Row of the block tile held in a thread's i-th row register (TM = BM/16 registers, tm = t % 16);
-// likewise columns. Groups of min(T, 4) consecutive rows, 16 groups apart.
-template <int BM>
+// Row of the block tile held in a thread's i-th row register (thread tm of RT along rows); likewise
+// columns. Groups of 4 consecutive rows, RT·4 rows apart.
+template <int RT>
 EKDAA_HD int igemm_tile_row(int tm, int i) {
-    constexpr int TM = BM / 16, RG = TM < 4 ? TM : 4;
-    return (i / RG) * 16 * RG + tm * RG + i % RG;
+    return (i / 4) * RT * 4 + tm * 4 + i % 4;
 }
 
-// V consecutive floats from shared memory as one vector load (V = 4: float4, 2: float2).
-template <int V>
-__device__ __forceinline__ void igemm_lds(const float* p, float* out) {
-    static_assert(V == 2 || V == 4, "float2 or float4 reads");
-    if constexpr (V == 4) {
-        const float4 v = *reinterpret_cast<const float4*>(p);
-        out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
-    } else {
-        const float2 v = *reinterpret_cast<const float2*>(p);
-        out[0] = v.x, out[1] = v.y;
-    }
+// 4 consecutive floats from shared memory as one float4 load.
+__device__ __forceinline__ void igemm_lds4(const float* p, float* out) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
 }
 
-// acc[i][j] = C[r0 + igemm_tile_row<BM>(tm, i), c0 + igemm_tile_row<BN>(tn, j)] for this thread
-// (tm, tn) = (t % 16, t / 16); rows and columns beyond the GEMM come out as whatever zero rows give.
-template <int BM, int BN>
-__device__ __forceinline__ void igemm_mainloop(const IgemmPlan& g,
+// The GEMM of the block tile at (r0, c0). Returns true in the threads that hold the result:
+// acc[i][j] = C[r0 + igemm_tile_row<RT>(tm, i), c0 + igemm_tile_row<BN/TN>(tn, j)] (rows and columns
+// beyond the GEMM come out as whatever zero rows give); false in the other depth groups' threads,
+// which take no part in the epilogue. Every thread of the block must call it (barriers).
+template <int BM, int BN, int KS>
+__device__ __forceinline__ bool igemm_mainloop(const IgemmPlan& g,
                                                const float* __restrict__ src,  // [N, S, Hs, Ws]
                                                const float* __restrict__ wts,  // B, see above
-                                               int r0, int c0, float (&acc)[BM / 16][BN / 16]) {
-    constexpr int TM = BM / 16, TN = BN / 16, RG = TM < 4 ? TM : 4, CG = TN < 4 ? TN : 4;
-    constexpr int AS = BM / 32, BS = BN / 32;  // A rows, B columns each thread loads per step
-    static_assert(BM % 32 == 0 && BN % 32 == 0 && BM <= 128 && BN <= 128, "tiles of 32, 64 or 128");
-    __shared__ __align__(16) float As[2][kIgemmBK][BM];
-    __shared__ __align__(16) float Bs[2][kIgemmBK][BN + 4];  // +4: conflict-free transposing stores
-    const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-    const int tm = t & 15, tn = t >> 4;
-    const int kb = t & 7, cb = t >> 3;  // B loader: depth index kb, columns cb + 32·i
+                                               int r0, int c0,
+                                               float (&acc)[IgemmShape<BM, BN, KS>::TM][IgemmShape<BM, BN, KS>::TN],
+                                               int& tm, int& tn) {
+    using Sh = IgemmShape<BM, BN, KS>;
+    constexpr int TM = Sh::TM, TN = Sh::TN, RT = Sh::RT, BK = Sh::BK, AS = Sh::AS, BS = Sh::BS;
+    __shared__ __align__(16) float As[2][BK][BM];
+    __shared__ __align__(16) float Bs[2][BK][BN + 4];  // +4: fewer conflicts in the transposing stores
+    const int t = threadIdx.x;
+    const int da = t / Sh::ALD, ra0 = t % Sh::ALD;  // A loader: depth index da, rows ra0 + ALD·i
+    const int kb = t % BK, cb = t / BK;             // B loader: depth index kb, columns cb + BLD·i
+    const int kg = KS == 1 ? 0 : t / (kIgemmThreads / KS);  // depth group
+    const int u = KS == 1 ? t : t % (kIgemmThreads / KS);   // thread in it
+    tm = u % RT;
+    tn = u / RT;
 
     // A loader rows: offset of (n, 0, y, x) in src, and (y, x); a dead row gets y far below 0 so
     // that y + dy fails the bounds test whatever dy is (|dy| <= pad < 2^30).
     int abase[AS], ay[AS], ax[AS];
 #pragma unroll
     for (int i = 0; i < AS; ++i) {
-        const int r = r0 + lane + 32 * i;
+        const int r = r0 + ra0 + Sh::ALD * i;
         int n = 0, y = 0, x = 0;
         if (r < g.rows) igemm_position(g, r, n, y, x);
         const bool live = r < g.rows && y < g.Hs && x < g.Ws;
@@ -121,11 +136,11 @@ __device__ __forceinline__ void igemm_mainloop(const IgemmPlan& g,
     int boff[BS];
 #pragma unroll
     for (int i = 0; i < BS; ++i) {
-        const int c = c0 + cb + 32 * i;
+        const int c = c0 + cb + Sh::BLD * i;
         boff[i] = c < g.cols ? c * g.col_stride : -1;
     }
-    // depth walkers: A's index warp, B's index kb, both advanced by kIgemmBK per step
-    int ac = warp / g.kk2, ar = warp - ac * g.kk2;
+    // depth walkers: A's index da as (ac, aky, akx), B's index kb as (bc, br), both advanced by BK per step
+    int ac = da / g.kk2, ar = da - ac * g.kk2;
     int aky = ar / g.k, akx = ar - aky * g.k;
     int bc = kb / g.kk2, br = kb - bc * g.kk2;
 
@@ -142,7 +157,7 @@ __device__ __forceinline__ void igemm_mainloop(const IgemmPlan& g,
         }
 #pragma unroll
         for (int i = 0; i < BS; ++i) rb[i] = (bc < g.S && boff[i] >= 0) ? wts[boff[i] + bc * g.src_stride + br] : 0.0f;
-        // advance both walkers by kIgemmBK depth indices: at most one carry per digit
+        // advance both walkers by BK depth indices: at most one carry per digit
         akx += g.adv_kx;
         if (akx >= g.k) akx -= g.k, ++aky;
         aky += g.adv_ky;
@@ -154,16 +169,16 @@ __device__ __forceinline__ void igemm_mainloop(const IgemmPlan& g,
     };
     auto store = [&](int buf) {
 #pragma unroll
-        for (int i = 0; i < AS; ++i) As[buf][warp][lane + 32 * i] = ra[i];
+        for (int i = 0; i < AS; ++i) As[buf][da][ra0 + Sh::ALD * i] = ra[i];
 #pragma unroll
-        for (int i = 0; i < BS; ++i) Bs[buf][kb][cb + 32 * i] = rb[i];
+        for (int i = 0; i < BS; ++i) Bs[buf][kb][cb + Sh::BLD * i] = rb[i];
     };
 
 #pragma unroll
     for (int i = 0; i < TM; ++i)
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
-    const int steps = (g.depth + kIgemmBK - 1) / kIgemmBK;
+    const int steps = (g.depth + BK - 1) / BK;
     if (steps > 0) {
         load();
         store(0);
@@ -176,9 +191,10 @@ __device__ __forceinline__ void igemm_mainloop(const IgemmPlan& g,
         for (int kk = 0; kk < kIgemmBK; ++kk) {
             float a[TM], b[TN];
 #pragma unroll
-            for (int i = 0; i < TM; i += RG) igemm_lds<RG>(&As[buf][kk][(i / RG) * 16 * RG + tm * RG], a + i);
+            for (int i = 0; i < TM; i += 4) igemm_lds4(&As[buf][kg * kIgemmBK + kk][(i / 4) * RT * 4 + tm * 4], a + i);
 #pragma unroll
-            for (int j = 0; j < TN; j += CG) igemm_lds<CG>(&Bs[buf][kk][(j / CG) * 16 * CG + tn * CG], b + j);
+            for (int j = 0; j < TN; j += 4)
+                igemm_lds4(&Bs[buf][kg * kIgemmBK + kk][(j / 4) * (BN / TN) * 4 + tn * 4], b + j);
 #pragma unroll
             for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -187,6 +203,22 @@ __device__ __forceinline__ void igemm_mainloop(const IgemmPlan& g,
         if (s + 1 < steps) store(buf ^ 1);  // the other buffer: last read in step s − 1, before the barrier
         __syncthreads();
     }
+    if constexpr (KS > 1) {  // groups 1 .. KS − 1 hand their tiles to group 0, which adds them in order
+        __shared__ __align__(16) float Cs[KS - 1][TM * TN][kIgemmThreads / KS];  // [group][register][thread]
+        if (kg > 0)
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) Cs[kg - 1][i * TN + j][u] = acc[i][j];
+        __syncthreads();
+        if (kg > 0) return false;
+        for (int h = 0; h < KS - 1; ++h)
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] += Cs[h][i * TN + j][u];
+    }
+    return true;
 }
 
 }  // namespace ekdaa

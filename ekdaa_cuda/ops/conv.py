@@ -86,9 +86,10 @@ def _version(op: str, version, tile) -> tuple[str, tuple]:
 
 
 def igemm_tiles(device) -> list:
-    """The (BM, BN) block tiles of the implicit-GEMM kernels of ``conv_block_fwd`` and ``conv_error_proj``
-    (GEMM rows = output positions, columns = output channels), indexed by their ``tile`` argument;
-    ``device`` = "cuda" or "cuda-sim" (the same table on both)."""
+    """The (BM, BN, KS) block tiles of the implicit-GEMM kernels of ``conv_block_fwd`` and
+    ``conv_error_proj`` (BM rows = output positions x BN columns = output channels, KS depth groups
+    of 256/KS threads), indexed by their ``tile`` argument; ``device`` = "cuda" or "cuda-sim" (the
+    same table on both)."""
     return [tuple(t) for t in resolve_device("igemm_tiles", device, "device", None).ext.igemm_tiles()]
 
 

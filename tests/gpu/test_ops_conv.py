@@ -178,9 +178,11 @@ def test_conv_block_fwd_layer_sized(xp, rng):
 # ---------------------------------------------------------------- implicit GEMM (v2) against v1, every tile
 
 # (N, C_in, C_out, H, W, k) at the implicit GEMM's edges. Tiles (igemm_tiles): 128x64, 64x128, 64x64,
-# 64x32, 32x64, 32x32 (rows = positions x columns = output channels), 8 depth indices (ci, ky, kx) a step.
+# 64x32, 32x64, 32x32 (rows = positions x columns = output channels), 8 depth indices (ci, ky, kx) a
+# step per depth group (1, 1, 1, 2, 2, 4 groups: steps of 8, 16 or 32 depth indices).
 IGEMM_SHAPES = [
     (1, 1, 1, 1, 1, 1),  # one position, one tap, one depth index (a partial step)
+    (2, 7, 31, 9, 9, 5),  # depth 175: 5 steps of 32 + 15 (several steps for every group of the 32x32 tile)
     (1, 3, 65, 11, 12, 3),  # C_out = 64 + 1; 132 positions (pooled: 144 rows) = 128 + 4; depth 27
     (2, 5, 33, 7, 5, 5),  # C_out = 32 + 1; odd H, W (the trailing row/column); k = W; depth 125
     (3, 17, 7, 13, 3, 1),  # k = 1: depth 17 = 2 steps + 1; 117 positions
@@ -202,7 +204,6 @@ def test_conv_block_fwd_tiles_exact_and_equal_to_v1(device, xp, rng, shape, tile
     argmax bit for bit equal to v1's (sums of integers are exact in any order; relu/signum/linear/none
     and the mask's one product are exact)."""
     n, c_in, c_out, height, width, k = shape
-    bm, bn = ops.igemm_tiles(device)[tile]
     x, w = ints(rng, (n, c_in, height, width)), ints(rng, (c_out, c_in, k, k))
     act, apply, has_bias, p = exact_epilogue(rng)
     b = ints(rng, (c_out,)) if has_bias else None
@@ -215,10 +216,6 @@ def test_conv_block_fwd_tiles_exact_and_equal_to_v1(device, xp, rng, shape, tile
         return (poisoned(xp, (n, c_out, height, width)), poisoned(xp, out_shape),
                 poisoned(xp, out_shape, np.uint8) if pool else None)
 
-    if pool and bm < 64:  # a window's 4 rows must sit in one thread
-        with pytest.raises(ValueError, match=f"^conv_block_fwd: tile 32x{bn} cannot run the pooled forward"):
-            ops.conv_block_fwd(*args, **kw, out=outs(), tile=tile)
-        return
     got = ops.conv_block_fwd(*args, **kw, out=outs(), tile=tile)
     want = ops.conv_block_fwd(*args, **kw, out=outs(), version=1)
     want_h = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64))
@@ -263,34 +260,31 @@ def test_conv_error_proj_tiles_exact_and_equal_to_v1(device, xp, rng, shape, til
 
 def test_igemm_tile_choice(device):
     """The tile table and the choice by shape: >= 264 blocks (2 per SM of a 132-SM card) with the
-    largest tile that gets there, else the most blocks; no tile wider than the columns rounded up to
-    32; pooled forward rows only with BM >= 64."""
+    largest tile that gets there, else the most blocks; no tile wider than the columns (rows) rounded
+    up to 32."""
     tiles = ops.igemm_tiles(device)
-    assert tiles == [(128, 64), (64, 128), (64, 64), (64, 32), (32, 64), (32, 32)]
+    assert tiles == [(128, 64, 1), (64, 128, 1), (64, 64, 1), (64, 32, 2), (32, 64, 2), (32, 32, 4)]
     pick = device.ext.igemm_tile_for
 
     def blocks(rows, cols, t):
-        bm, bn = tiles[t]
+        bm, bn, _ = tiles[t]
         return -(-rows // bm) * -(-cols // bn)
 
     # fmnist at batch 50: conv1/conv2 forward (pooled rows), conv3 forward, conv3->conv2 and conv2->conv1 projections
-    assert tiles[pick(50 * 4 * 14 * 14, 32, True)] == (64, 32)  # 613 blocks
-    assert tiles[pick(50 * 4 * 7 * 7, 64, True)] == (64, 32)  # 307 blocks (64x64 gives 154)
-    assert tiles[pick(50 * 7 * 7, 128, False)] == (32, 32)  # 308 blocks (64x32 gives 156)
-    assert tiles[pick(50 * 7 * 7, 64, False)] == (32, 32)  # 154 blocks: the most any tile gives
-    assert tiles[pick(50 * 14 * 14, 32, False)] == (32, 32)  # 307 blocks (64x32 gives 154)
-    assert tiles[pick(256 * 4 * 14 * 14, 64, True)] == (128, 64)  # batch 256: 392 blocks of the largest tile
-    assert tiles[pick(10_000, 128, False)] == (64, 64)  # 314 blocks (128x64: 158, 64x128: 157)
-    assert tiles[pick(11_136, 130, False)] == (64, 128)  # 348 blocks (128x64: 87 x 3 = 261)
-    assert tiles[pick(1, 1, False)] == (32, 32)
-    assert tiles[pick(4, 1, True)] == (64, 32)  # nothing qualifies (a pooled BM >= 64 > 4 rows): the fallback
-    for rows, cols, pooled in [(39200, 32, True), (2450, 128, False), (9800, 64, True), (300, 7, False)]:
-        t = pick(rows, cols, pooled)
-        assert tiles[t][1] <= -(-cols // 32) * 32 and (not pooled or tiles[t][0] >= 64)
-        allowed = [i for i, (bm, bn) in enumerate(tiles)
-                   if bn <= -(-cols // 32) * 32 and bm <= -(-rows // 32) * 32 and (not pooled or bm >= 64)]
+    assert tiles[pick(50 * 4 * 14 * 14, 32)][:2] == (64, 32)  # 613 blocks
+    assert tiles[pick(50 * 4 * 7 * 7, 64)][:2] == (64, 32)  # 307 blocks (64x64 gives 154)
+    assert tiles[pick(50 * 7 * 7, 128)][:2] == (32, 32)  # 308 blocks (64x32 gives 156)
+    assert tiles[pick(50 * 7 * 7, 64)][:2] == (32, 32)  # 154 blocks: the most any tile gives
+    assert tiles[pick(50 * 14 * 14, 32)][:2] == (32, 32)  # 307 blocks (64x32 gives 154)
+    assert tiles[pick(256 * 4 * 14 * 14, 64)][:2] == (128, 64)  # batch 256: 392 blocks of the largest tile
+    assert tiles[pick(10_000, 128)][:2] == (64, 64)  # 314 blocks (128x64: 158, 64x128: 157)
+    assert tiles[pick(11_136, 130)][:2] == (64, 128)  # 348 blocks (128x64: 87 x 3 = 261)
+    assert tiles[pick(1, 1)][:2] == (32, 32)
+    for rows, cols in [(39200, 32), (2450, 128), (9800, 64), (300, 7), (5, 1000)]:
+        allowed = [i for i, (bm, bn, _) in enumerate(tiles) if bn <= -(-cols // 32) * 32 and bm <= -(-rows // 32) * 32]
         first = next((i for i in allowed if blocks(rows, cols, i) >= 264), None)
-        assert t == (first if first is not None else max(allowed, key=lambda i: (blocks(rows, cols, i), -i)))
+        most = max(allowed, key=lambda i: (blocks(rows, cols, i), -i))  # ties: the earlier tile
+        assert pick(rows, cols) == (first if first is not None else most)
 
 
 def test_igemm_tile_and_version_checks(device, xp):
