@@ -99,8 +99,9 @@ def cases_for(preset: str, batch: int, bias: bool | None = None, widths=None) ->
     for b in blocks:
         if b.kind == "conv":
             c, h, w = b.in_shape
-            add("conv_block_fwd", b.name, c_in=c, c_out=b.size, h=h, w=w, k=b.kernel, pool=b.pool, bias=b.bias,
-                first=b.index == 0)
+            for version in (2, 1):  # 2: implicit GEMM; 1: the previous kernel (one thread per output)
+                add("conv_block_fwd", b.name, c_in=c, c_out=b.size, h=h, w=w, k=b.kernel, pool=b.pool, bias=b.bias,
+                    first=b.index == 0, version=version)
         else:
             add("fc_fwd", b.name, f_in=b.in_shape[0], f_out=b.size, act=b.kind != "output", bias=b.bias)
     add("softmax_error", blocks[-1].name, classes=blocks[-1].size)
@@ -110,8 +111,9 @@ def cases_for(preset: str, batch: int, bias: bool | None = None, widths=None) ->
             if b.kind == "conv":
                 c_in, hp, wp = b.in_shape
                 _, hh, wh = below.h_shape
-                add("conv_error_proj", b.name, rule, c_out=b.size, c_in=c_in, hp=hp, wp=wp, hh=hh, wh=wh,
-                    k=b.kernel, pooled=below.pool, sparse=b.pool)
+                for version in (2, 1):  # as conv_block_fwd
+                    add("conv_error_proj", b.name, rule, c_out=b.size, c_in=c_in, hp=hp, wp=wp, hh=hh, wh=wh,
+                        k=b.kernel, pooled=below.pool, sparse=b.pool, version=version)
                 continue
             add("fc_proj", b.name, rule, f_in=b.in_shape[0], f_out=b.size)
             if below.kind == "conv" and below.pool:
@@ -392,14 +394,16 @@ def ekdaa_call(case: Case, inp: dict, ext) -> tuple:
             outs += (empty(n, s["c_out"], ho, wo, dtype=torch.uint8),)
         x, w, b = a(inp["x"]), a(inp["w"]), a(inp["b"]) if "b" in inp else None
         out = tuple(a(t) for t in outs) + (() if s["pool"] else (None,))
+        version = s.get("version", 2)
         return (lambda: ext.conv.conv_block_fwd(x, w, b, activation="tanh", apply_activation=True, pool=s["pool"],
-                                                out=out)), outs
+                                                out=out, version=version)), outs
     if op == "conv_error_proj":
         outs = (empty(n, s["c_in"], s["hh"], s["wh"]),)
         e, k, h = a(inp["e"]), a(inp["kernel"]), a(inp["h"])
         codes, o = (a(inp["codes"]) if s["pooled"] else None), a(outs[0])
+        version = s.get("version", 2)
         return (lambda: ext.conv.conv_error_proj(e, k, h, codes, activation="tanh", beta=BETA, rule=case.rule,
-                                                 out=o)), outs
+                                                 out=o, version=version)), outs
     if op == "unpool_error":
         outs = (empty(n, s["c"], s["hh"], s["wh"]),)
         d, h, codes, o = a(inp["d"]), a(inp["h"]), a(inp["codes"]), a(outs[0])

@@ -130,9 +130,13 @@ MODEL = {
 # threads per block when the launcher cannot be parsed (else None); "ops": the bench/floors.py ops
 # it executes (used by the model). Adding a kernel to csrc/ without adding it here is an error.
 KERNELS = {
-    "conv_block_fwd_kernel": dict(role="conv forward (+bias, φ, dropout, pool, argmax)", phase="forward",
-                                  ffma_target=True),
-    "conv_error_proj_kernel": dict(role="transposed conv + unpool + error epilogue (also unpool_error)",
+    "conv_block_fwd_igemm_kernel": dict(role="conv forward as implicit GEMM (+bias, φ, dropout, pool, argmax)",
+                                        phase="forward", ffma_target=True, block=256),
+    "conv_error_proj_igemm_kernel": dict(role="transposed conv as implicit GEMM + unpool + error epilogue",
+                                         phase="error", ffma_target=True, block=256),
+    "conv_block_fwd_kernel": dict(role="conv forward v1 (benchmark-only, one thread per output)",
+                                  phase="forward (v1)", ffma_target=True),
+    "conv_error_proj_kernel": dict(role="unpool_error; transposed conv v1 (benchmark-only, one thread per output)",
                                    phase="error", ffma_target=True),
     "conv_filter_update_gemm_kernel": dict(role="filter update pass 1: split-K implicit GEMM partials of ΔW|Δb",
                                            phase="update", ffma_target=True),
@@ -185,12 +189,37 @@ def _fwu_plan(s: dict) -> tuple[int, int, int]:
     return tiles, _ceil(chunks, per_split), cols
 
 
+# The implicit-GEMM tiles (BM, BN, KS depth groups) of conv_block_fwd / conv_error_proj v2 (kIgemmTiles,
+# igemm_tile_for in csrc/conv.cu): the first tile giving >= 264 blocks, else the one giving the most,
+# among tiles no wider than the columns (rows) rounded up to 32.
+IGEMM_TILES = ((128, 64, 1), (64, 128, 1), (64, 64, 1), (64, 32, 2), (32, 64, 2), (32, 32, 4))
+
+
+def igemm_tile(rows: int, cols: int) -> tuple[int, int, int]:
+    """(BM, BN, KS) that the v2 conv launchers pick for a GEMM of rows x cols."""
+    best, best_blocks = IGEMM_TILES[0], 0
+    for bm, bn, ks in IGEMM_TILES:
+        if bn > _ceil(cols, 32) * 32 or bm > _ceil(rows, 32) * 32:
+            continue
+        blocks = _ceil(rows, bm) * _ceil(cols, bn)
+        if blocks >= 264:
+            return bm, bn, ks
+        if blocks > best_blocks:
+            best, best_blocks = (bm, bn, ks), blocks
+    return best
+
+
+def _igemm(kernel: str, rows: int, cols: int) -> tuple[str, int]:
+    bm, bn, ks = igemm_tile(rows, cols)
+    return f"{kernel}<{bm}, {bn}, {ks}>", _ceil(rows, bm) * _ceil(cols, bn)
+
+
 # How each bench/floors.py op of the EKDAA update runs today: [(kernel, blocks(shape) -> int)] in
 # launch order, from the launchers (csrc/conv.cu, csrc/fc.cu, csrc/optim.cu) and the backend's op
 # sequence (ekdaa_cuda/backend_cuda.py). ``group`` is one op's row, or the rows one launch serves
 # (ekdaa_launches merges them): the output layer's fc_fwd + softmax_error; an FC layer's fc_update
-# + the error projection to the layer below (+ unpool_error, on conv_error_proj_kernel, when the
-# conv below pools).
+# + the error projection to the layer below (+ unpool_error, on the v1 conv_error_proj_kernel, when
+# the conv below pools).
 def _op_kernels(group: list[dict], block_size) -> list[tuple[str, int]]:
     ops = {r["op"]: r["shape"] for r in group}
     if "softmax_error" in ops:
@@ -208,12 +237,12 @@ def _op_kernels(group: list[dict], block_size) -> list[tuple[str, int]]:
                     parts.append(("conv_error_proj_kernel", _ceil(cells, block_size("conv_error_proj_kernel"))))
         return parts
     (op, s), = ops.items()
-    if op == "conv_block_fwd":
-        cells = s["n"] * s["c_out"] * ((_ceil(s["h"], 2) * _ceil(s["w"], 2)) if s["pool"] else s["h"] * s["w"])
-        return [("conv_block_fwd_kernel", _ceil(cells, block_size("conv_block_fwd_kernel")))]
-    if op == "conv_error_proj":
-        cells = s["n"] * s["c_in"] * ((_ceil(s["hh"], 2) * _ceil(s["wh"], 2)) if s["pooled"] else s["hh"] * s["wh"])
-        return [("conv_error_proj_kernel", _ceil(cells, block_size("conv_error_proj_kernel")))]
+    if op == "conv_block_fwd":  # rows: positions, pooled as 4 per 2x2 cell of a ceil(H/2) x ceil(W/2) grid
+        rows = s["n"] * (4 * _ceil(s["h"], 2) * _ceil(s["w"], 2) if s["pool"] else s["h"] * s["w"])
+        return [_igemm("conv_block_fwd_igemm_kernel", rows, s["c_out"])]
+    if op == "conv_error_proj":  # rows: cells of h's ceil(Hh/2) x ceil(Wh/2) grid (pooled) or positions
+        rows = s["n"] * (_ceil(s["hh"], 2) * _ceil(s["wh"], 2) if s["pooled"] else s["hh"] * s["wh"])
+        return [_igemm("conv_error_proj_igemm_kernel", rows, s["c_in"])]
     if op == "conv_filter_update":
         tiles, splits, cols = _fwu_plan(s)
         first = "conv_filter_update_pooled_kernel" if s.get("pooled") else "conv_filter_update_gemm_kernel"

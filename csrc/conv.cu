@@ -1,6 +1,8 @@
 // conv.cu — conv-family kernels of EKDAA (SPEC.md "Network", "Forward", "EKDAA update" 3–4).
 //
 //   conv_block_fwd      h = conv(x, W) + b, z = φ(h) ⊙ m/(1−p), out = maxpool2x2(z) + argmax   (eq. 3–4)
+//                       as an implicit GEMM (igemm.cuh) with the epilogue fused; v1 (one thread per
+//                       output) kept for benchmarks, likewise for conv_error_proj
 //   conv_error_proj     d = convT(e_above, K) (K = E for EKDAA, W for BP), unpooled to h's resolution at
 //                       the argmax (eq. 7), then e = (φ(h) − φ(h − βd)) ⊙ m/(1−p)   [rule "ekdaa", eq. 8]
 //                                                  e = d ⊙ φ'(h) ⊙ m/(1−p)         [rule "bp"]
@@ -22,10 +24,13 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <array>
 #include <string>
+#include <vector>
 
 #include "common.cuh"
 #include "conv.h"
+#include "igemm.cuh"
 
 namespace ekdaa {
 namespace {
@@ -425,10 +430,10 @@ void check_filter_update(const char* op, const FilterUpdateArgs& a) {
     require(std::isfinite(a.gamma), op, "gamma must be finite");
 }
 
-void launch_conv_block_fwd(const float* x, const float* w, const float* b, float* h, float* out, uint8_t* argmax,
-                           int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, int act,
-                           bool apply_activation, bool pool, Dropout dropout, cudaStream_t stream) {
-    const char* op = "conv_block_fwd";
+void launch_conv_block_fwd_v1(const float* x, const float* w, const float* b, float* h, float* out, uint8_t* argmax,
+                              int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, int act,
+                              bool apply_activation, bool pool, Dropout dropout, cudaStream_t stream) {
+    const char* op = "conv_block_fwd_v1";
     const ConvBlockFwdArgs a{x, w, b, h, out, argmax, N, C_in, C_out, H, W, k, act, apply_activation, pool, dropout};
     check_conv_block_fwd(op, a);
     const int64_t threads = conv_block_fwd_threads(a);
@@ -437,11 +442,11 @@ void launch_conv_block_fwd(const float* x, const float* w, const float* b, float
     CUDA_CHECK_LAUNCH(op, stream);
 }
 
-void launch_conv_error_proj(const float* e, const float* kernel, const float* h, const uint8_t* argmax, float* e_below,
-                            int64_t N, int64_t C_in, int64_t C_out, int64_t Hp, int64_t Wp, int64_t Hh, int64_t Wh,
-                            int64_t k, bool pool, int rule, int act, float beta, Dropout dropout,
-                            cudaStream_t stream) {
-    const char* op = "conv_error_proj";
+void launch_conv_error_proj_v1(const float* e, const float* kernel, const float* h, const uint8_t* argmax,
+                               float* e_below, int64_t N, int64_t C_in, int64_t C_out, int64_t Hp, int64_t Wp,
+                               int64_t Hh, int64_t Wh, int64_t k, bool pool, int rule, int act, float beta,
+                               Dropout dropout, cudaStream_t stream) {
+    const char* op = "conv_error_proj_v1";
     const ErrorProjArgs a{e, kernel, nullptr, h, argmax, e_below, N, C_in, C_out, Hp, Wp,
                           Hh, Wh, k, /*project=*/true, pool, rule, act, beta, dropout};
     check_error_proj(op, a);
@@ -615,6 +620,251 @@ void launch_conv_filter_update_v1(const float* z, const float* e, float* dw, flo
     require(blocks <= INT32_MAX, op, "too many outputs for the grid: " + std::to_string(blocks));
     conv_filter_update_kernel<<<static_cast<unsigned int>(blocks), kFilterUpdateThreads, 0, stream>>>(a);
     CUDA_CHECK_LAUNCH(op, stream);
+}
+
+// ------------------------------------------------------------------ conv forward / transposed conv as implicit GEMM (v2)
+//
+// conv_block_fwd and conv_error_proj (v2, the default): the GEMM of igemm.cuh (register-blocked
+// BM x BN tiles, double-buffered shared-memory K steps, int32 index math) with each op's
+// epilogue fused. The tile comes from kIgemmTiles by the GEMM's shape (igemm_tile_for).
+
+namespace {
+
+// Forward conv: rows = positions (n, y, x) of h (pooled: 4 consecutive rows per 2x2 window, the
+// window's positions in code order q, cells on a ceil(H/2) x ceil(W/2) grid), columns = C_out,
+// depth = (ci, ky, kx). Epilogue as v1 (conv_block_fwd_at): h = acc + b, z = φ(h)·m/(1−p); pooled,
+// the thread holding a window's 4 rows takes its max and argmax (ties: first q) and writes out and
+// the code; a cell on the odd trailing row/column writes only h.
+template <int BM, int BN, int KS>
+__global__ void __launch_bounds__(kIgemmThreads) conv_block_fwd_igemm_kernel(ConvBlockFwdArgs a, IgemmPlan g) {
+    using Sh = IgemmShape<BM, BN, KS>;
+    constexpr int TM = Sh::TM, TN = Sh::TN;
+    float acc[TM][TN];
+    const int r0 = blockIdx.x * BM, c0 = blockIdx.y * BN;
+    int tm, tn;
+    if (!igemm_mainloop<BM, BN, KS>(g, a.x, a.w, r0, c0, acc, tm, tn)) return;
+    const int H = g.Hs, W = g.Ws, HW = g.HWs, C = g.cols;
+    int co[TN];
+    float bias[TN];
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+        co[j] = c0 + igemm_tile_row<BN / TN>(tn, j);
+        bias[j] = a.b != nullptr && co[j] < C ? a.b[co[j]] : 0.0f;
+    }
+    if (g.group == 1) {
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+            const int r = r0 + igemm_tile_row<Sh::RT>(tm, i);
+            if (r >= g.rows) continue;
+            int n, y, x;
+            igemm_position(g, r, n, y, x);
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                if (co[j] >= C) continue;
+                const int index = (n * C + co[j]) * HW + y * W + x;
+                const float h = a.b != nullptr ? acc[i][j] + bias[j] : acc[i][j];
+                a.h[index] = h;
+                a.out[index] = block_output(a, h, index);
+            }
+        }
+        return;
+    }
+    {  // pooled: rows 4·w .. 4·w + 3 of this thread are one window (TM is a multiple of 4)
+        const int Hp = H / 2, Wp = W / 2;
+#pragma unroll
+        for (int w = 0; w < TM / 4; ++w) {
+            const int r = r0 + igemm_tile_row<Sh::RT>(tm, 4 * w);  // q = 0 of the window
+            if (r >= g.rows) continue;
+            int n, y0, x0;
+            igemm_position(g, r, n, y0, x0);
+            const int i = y0 >> 1, jw = x0 >> 1;
+            const bool window = i < Hp && jw < Wp;  // false on the odd trailing row/column
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                if (co[j] >= C) continue;
+                float best = 0.0f;
+                int code = 0;
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    const int y = y0 + pool_dy(q), x = x0 + pool_dx(q);
+                    if (y >= H || x >= W) continue;
+                    const int index = (n * C + co[j]) * HW + y * W + x;
+                    const float h = a.b != nullptr ? acc[4 * w + q][j] + bias[j] : acc[4 * w + q][j];
+                    a.h[index] = h;
+                    if (window) pool_argmax_update(q, block_output(a, h, index), best, code);
+                }
+                if (window) {
+                    const int pooled = ((n * C + co[j]) * Hp + i) * Wp + jw;
+                    a.out[pooled] = best;
+                    a.argmax[pooled] = static_cast<uint8_t>(code);
+                }
+            }
+        }
+    }
+}
+
+// Transposed conv: rows = cells (n, i, j) of a ceil(Hh/2) x ceil(Wh/2) grid (pooled; cells past
+// Hp x Wp are dead rows) or positions of Hh x Wh (unpooled), columns = C_in, depth = (co, ky, kx)
+// over e with flipped taps; acc = d at the pooled resolution, i.e. once per window — the argmax only
+// picks which of the window's 4 outputs receives it, so no FLOP is spent off the argmax. Epilogue as
+// v1 (error_proj_at): error_below(d) at the argmax, exact zeros at the window's other positions and
+// on the odd trailing row/column; unpooled, error_below(d) at every position.
+template <int BM, int BN, int KS>
+__global__ void __launch_bounds__(kIgemmThreads) conv_error_proj_igemm_kernel(ErrorProjArgs a, IgemmPlan g) {
+    using Sh = IgemmShape<BM, BN, KS>;
+    constexpr int TM = Sh::TM, TN = Sh::TN;
+    float acc[TM][TN];
+    const int r0 = blockIdx.x * BM, c0 = blockIdx.y * BN;
+    int tm, tn;
+    if (!igemm_mainloop<BM, BN, KS>(g, a.e, a.kernel, r0, c0, acc, tm, tn)) return;
+    const int Hp = g.Hs, Wp = g.Ws, Hh = static_cast<int>(a.Hh), Wh = static_cast<int>(a.Wh), C = g.cols;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int r = r0 + igemm_tile_row<Sh::RT>(tm, i);
+        if (r >= g.rows) continue;
+        int n, y, x;  // unpooled: a position of h; pooled: a cell (window (y, x) when inside Hp x Wp)
+        igemm_position(g, r, n, y, x);
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int ci = c0 + igemm_tile_row<BN / TN>(tn, j);
+            if (ci >= C) continue;
+            const float d = acc[i][j];
+            const int plane = (n * C + ci) * Hh * Wh;
+            if (!a.pool) {
+                a.e_below[plane + y * Wh + x] = error_below(a, d, plane + y * Wh + x);
+                continue;
+            }
+            const int code = y < Hp && x < Wp ? a.argmax[((n * C + ci) * Hp + y) * Wp + x] : -1;
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const int yy = 2 * y + pool_dy(q), xx = 2 * x + pool_dx(q);
+                if (yy >= Hh || xx >= Wh) continue;
+                const int index = plane + yy * Wh + xx;
+                // d = 0 off the argmax: y = φ(h), so the EKDAA error (and BP's δ) is exactly 0 there.
+                a.e_below[index] = q == code ? error_below(a, d, index) : 0.0f;
+            }
+        }
+    }
+}
+
+// Block tiles (BM rows x BN columns, KS depth groups), in order of preference: the larger tiles
+// reuse each loaded value more, the smaller ones give small layers enough blocks (their depth groups
+// keep 4 x 4 outputs per thread). igemm_tile_for takes the first tile that gives >= kIgemmTargetBlocks
+// blocks, else the one giving the most (earlier on ties), among those that waste no whole
+// 32-row/column strip (BN <= cols rounded up to 32, likewise BM).
+struct IgemmTile {
+    int bm, bn, ks;
+};
+constexpr IgemmTile kIgemmTiles[] = {{128, 64, 1}, {64, 128, 1}, {64, 64, 1}, {64, 32, 2}, {32, 64, 2}, {32, 32, 4}};
+constexpr int kIgemmTileCount = sizeof(kIgemmTiles) / sizeof(kIgemmTiles[0]);
+constexpr int kIgemmTargetBlocks = 264;  // ~2 blocks per SM of a 132-SM H100/H200 (fixed: shapes alone decide)
+
+int64_t igemm_blocks(int64_t rows, int64_t cols, const IgemmTile& t) {
+    return ((rows + t.bm - 1) / t.bm) * ((cols + t.bn - 1) / t.bn);
+}
+
+template <int BM, int BN, int KS>
+void launch_igemm_tile(const ConvBlockFwdArgs& a, const IgemmPlan& g, dim3 grid, cudaStream_t stream) {
+    conv_block_fwd_igemm_kernel<BM, BN, KS><<<grid, kIgemmThreads, 0, stream>>>(a, g);
+}
+
+template <int BM, int BN, int KS>
+void launch_igemm_tile(const ErrorProjArgs& a, const IgemmPlan& g, dim3 grid, cudaStream_t stream) {
+    conv_error_proj_igemm_kernel<BM, BN, KS><<<grid, kIgemmThreads, 0, stream>>>(a, g);
+}
+
+// Launch the plan's GEMM with tile `tile` of kIgemmTiles (-1: igemm_tile_for) and `a`'s epilogue;
+// the walkers' advance per step (BK = 8·KS depth indices) is set here, from the tile.
+template <typename Args>
+void launch_igemm(const char* op, const Args& a, IgemmPlan g, int tile, cudaStream_t stream) {
+    if (tile < 0) tile = igemm_tile_for(g.rows, g.cols);
+    require(tile < kIgemmTileCount, op, "tile must be -1 (by shape) or < " + std::to_string(kIgemmTileCount) +
+                                            ", got " + std::to_string(tile));
+    const IgemmTile t = kIgemmTiles[tile];
+    const int bk = kIgemmBK * t.ks;
+    g.adv_s = bk / g.kk2, g.adv_r = bk % g.kk2;
+    g.adv_ky = g.adv_r / g.k, g.adv_kx = g.adv_r % g.k;
+    const dim3 grid(ceil_div(g.rows, t.bm), ceil_div(g.cols, t.bn));
+    require(grid.y <= 65535, op, "C = " + std::to_string(g.cols) + " needs more than 65535 column tiles");
+    switch (tile) {
+        case 0: launch_igemm_tile<128, 64, 1>(a, g, grid, stream); break;
+        case 1: launch_igemm_tile<64, 128, 1>(a, g, grid, stream); break;
+        case 2: launch_igemm_tile<64, 64, 1>(a, g, grid, stream); break;
+        case 3: launch_igemm_tile<64, 32, 2>(a, g, grid, stream); break;
+        case 4: launch_igemm_tile<32, 64, 2>(a, g, grid, stream); break;
+        default: launch_igemm_tile<32, 32, 4>(a, g, grid, stream); break;
+    }
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+// The GEMM's plan: rows on a Hg x Wg cell grid (`group` rows per cell) per image, `cols` columns,
+// A from src [N, S, Hs, Ws], B with the given strides; sizes already checked to fit in int32.
+IgemmPlan igemm_plan(int64_t N, int64_t cols, int64_t S, int64_t Hs, int64_t Ws, int64_t k, bool flip, int group,
+                     int64_t Hg, int64_t Wg, int64_t col_stride, int64_t src_stride) {
+    IgemmPlan g{};
+    g.rows = int(N * Hg * Wg * group), g.cols = int(cols), g.depth = int(S * k * k);
+    g.S = int(S), g.Hs = int(Hs), g.Ws = int(Ws), g.HWs = int(Hs * Ws);
+    g.k = int(k), g.pad = int(k / 2), g.kk2 = int(k * k), g.flip = flip ? 1 : 0;
+    g.group = group, g.Hg = int(Hg), g.Wg = int(Wg);
+    g.col_stride = int(col_stride), g.src_stride = int(src_stride);
+    return g;  // adv_*: by launch_igemm, from the tile
+}
+
+}  // namespace
+
+int igemm_tile_for(int64_t rows, int64_t cols) {
+    int best = 0;
+    int64_t best_blocks = 0;
+    for (int i = 0; i < kIgemmTileCount; ++i) {
+        const IgemmTile& t = kIgemmTiles[i];
+        if (t.bn > (cols + 31) / 32 * 32 || t.bm > (rows + 31) / 32 * 32) continue;
+        const int64_t blocks = igemm_blocks(rows, cols, t);
+        if (blocks >= kIgemmTargetBlocks) return i;
+        if (blocks > best_blocks) best = i, best_blocks = blocks;
+    }
+    return best;  // 32x32 qualifies whenever rows, cols >= 1
+}
+
+std::vector<std::array<int, 3>> igemm_tiles() {
+    std::vector<std::array<int, 3>> out;
+    for (const IgemmTile& t : kIgemmTiles) out.push_back({t.bm, t.bn, t.ks});
+    return out;
+}
+
+void launch_conv_block_fwd(const float* x, const float* w, const float* b, float* h, float* out, uint8_t* argmax,
+                           int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, int act,
+                           bool apply_activation, bool pool, Dropout dropout, cudaStream_t stream, int tile) {
+    const char* op = "conv_block_fwd";
+    const ConvBlockFwdArgs a{x, w, b, h, out, argmax, N, C_in, C_out, H, W, k, act, apply_activation, pool, dropout};
+    check_conv_block_fwd(op, a);
+    const int64_t Hg = pool ? (H + 1) / 2 : H, Wg = pool ? (W + 1) / 2 : W, group = pool ? 4 : 1;
+    require_int32(op, "x's element count N*C_in*H*W", N * C_in * H * W);
+    require_int32(op, "h's element count N*C_out*H*W", N * C_out * H * W);
+    require_int32(op, "w's element count C_out*C_in*k*k", C_out * C_in * k * k);
+    require_int32(op, "GEMM rows N*H*W (pool: N*4*ceil(H/2)*ceil(W/2)) + one tile", N * Hg * Wg * group + 128);
+    if (N * Hg * Wg * C_out == 0) return;
+    const IgemmPlan g = igemm_plan(N, C_out, C_in, H, W, k, /*flip=*/false, int(group), Hg, Wg,
+                                   /*col_stride=*/C_in * k * k, /*src_stride=*/k * k);
+    launch_igemm(op, a, g, tile, stream);
+}
+
+void launch_conv_error_proj(const float* e, const float* kernel, const float* h, const uint8_t* argmax, float* e_below,
+                            int64_t N, int64_t C_in, int64_t C_out, int64_t Hp, int64_t Wp, int64_t Hh, int64_t Wh,
+                            int64_t k, bool pool, int rule, int act, float beta, Dropout dropout, cudaStream_t stream,
+                            int tile) {
+    const char* op = "conv_error_proj";
+    const ErrorProjArgs a{e, kernel, nullptr, h, argmax, e_below, N, C_in, C_out, Hp, Wp,
+                          Hh, Wh, k, /*project=*/true, pool, rule, act, beta, dropout};
+    check_error_proj(op, a);
+    const int64_t Hg = pool ? (Hh + 1) / 2 : Hh, Wg = pool ? (Wh + 1) / 2 : Wh;
+    require_int32(op, "e's element count N*C_out*Hp*Wp", N * C_out * Hp * Wp);
+    require_int32(op, "h's element count N*C_in*Hh*Wh", N * C_in * Hh * Wh);
+    require_int32(op, "kernel's element count C_out*C_in*k*k", C_out * C_in * k * k);
+    require_int32(op, "GEMM rows N*Hh*Wh (pool: N*ceil(Hh/2)*ceil(Wh/2)) + one tile", N * Hg * Wg + 128);
+    if (N * Hg * Wg * C_in == 0) return;
+    const IgemmPlan g = igemm_plan(N, C_in, C_out, Hp, Wp, k, /*flip=*/true, 1, Hg, Wg,
+                                   /*col_stride=*/k * k, /*src_stride=*/C_in * k * k);
+    launch_igemm(op, a, g, tile, stream);
 }
 
 }  // namespace ekdaa

@@ -1,7 +1,8 @@
 // conv.h — conv-family ops of EKDAA (implemented in conv.cu; equations there): launcher
 // declarations, plus the per-thread bodies of every conv kernel (the kernels in conv.cu are
-// thin wrappers around them, except the filter update's split-K GEMM: FwuPlan below; the
-// launchers size their grids with the *_threads helpers, hence __host__ __device__).
+// thin wrappers around them, except the filter update's split-K GEMM: FwuPlan below, and the
+// implicit-GEMM conv_block_fwd / conv_error_proj (v2, igemm.cuh; they reuse the epilogue helpers
+// here); the launchers size their grids with the *_threads helpers, hence __host__ __device__).
 // tests/gpu/test_ops_conv.py checks every kernel against ekdaa_cuda.reference, on the CPU
 // simulator (ekdaa_cuda._sim) and on a GPU.
 //
@@ -14,7 +15,9 @@
 
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstdint>
+#include <vector>
 
 #include "elementwise.cuh"
 #include "fc.h"  // Dropout, dropout_factor, error_unit, ErrorRule: shared with the FC kernels
@@ -363,7 +366,9 @@ void check_filter_update(const char* op, const FilterUpdateArgs& a);
 // ------------------------------------------------------------------ launchers
 
 // h = conv(x, w) + b; z = φ(h)·m/(1−p) (φ skipped when !apply_activation); out = maxpool2x2(z)
-// with argmax codes (pool) or out = z (!pool, argmax unused, may be nullptr).
+// with argmax codes (pool) or out = z (!pool, argmax unused, may be nullptr). An implicit GEMM
+// (igemm.cuh); `tile` indexes igemm_tiles() (-1: chosen by shape, igemm_tile_for; tests and
+// benchmarks force one). Sizes beyond 32-bit index math are refused (std::invalid_argument).
 void launch_conv_block_fwd(const float* x,   // [N, C_in, H, W]
                            const float* w,   // [C_out, C_in, k, k]
                            const float* b,   // [C_out] or nullptr
@@ -371,17 +376,42 @@ void launch_conv_block_fwd(const float* x,   // [N, C_in, H, W]
                            float* out,       // [N, C_out, H/2, W/2] (pool) or [N, C_out, H, W]
                            uint8_t* argmax,  // [N, C_out, H/2, W/2] (pool) or nullptr
                            int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, int act,
-                           bool apply_activation, bool pool, Dropout dropout, cudaStream_t stream);
+                           bool apply_activation, bool pool, Dropout dropout, cudaStream_t stream, int tile = -1);
 
 // e_below = error_unit(rule, φ, h, unpool(convT(e, kernel)), β)·m/(1−p); without pool no
-// unpooling (Hh = Hp, Wh = Wp, argmax unused).
+// unpooling (Hh = Hp, Wh = Wp, argmax unused). An implicit GEMM like launch_conv_block_fwd.
 void launch_conv_error_proj(const float* e,         // [N, C_out, Hp, Wp]
                             const float* kernel,    // [C_out, C_in, k, k]
                             const float* h,         // [N, C_in, Hh, Wh]
                             const uint8_t* argmax,  // [N, C_in, Hp, Wp] with Hp = Hh/2, Wp = Wh/2 (pool)
                             float* e_below,         // [N, C_in, Hh, Wh]
                             int64_t N, int64_t C_in, int64_t C_out, int64_t Hp, int64_t Wp, int64_t Hh, int64_t Wh,
-                            int64_t k, bool pool, int rule, int act, float beta, Dropout dropout, cudaStream_t stream);
+                            int64_t k, bool pool, int rule, int act, float beta, Dropout dropout, cudaStream_t stream,
+                            int tile = -1);
+
+// The implicit-GEMM block tiles {BM rows, BN columns, KS depth groups} of the two launchers above,
+// and the index of the one they choose for a GEMM of `rows` x `cols`.
+std::vector<std::array<int, 3>> igemm_tiles();
+int igemm_tile_for(int64_t rows, int64_t cols);
+
+// Version 1 of the two (benchmark-only, bench/micro.py): one thread per output (or 2x2 pool cell)
+// with 64-bit index math and global loads in the inner loop; same arguments and results.
+void launch_conv_block_fwd_v1(const float* x,   // [N, C_in, H, W]
+                              const float* w,   // [C_out, C_in, k, k]
+                              const float* b,   // [C_out] or nullptr
+                              float* h,         // [N, C_out, H, W]
+                              float* out,       // [N, C_out, H/2, W/2] (pool) or [N, C_out, H, W]
+                              uint8_t* argmax,  // [N, C_out, H/2, W/2] (pool) or nullptr
+                              int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W, int64_t k, int act,
+                              bool apply_activation, bool pool, Dropout dropout, cudaStream_t stream);
+void launch_conv_error_proj_v1(const float* e,         // [N, C_out, Hp, Wp]
+                               const float* kernel,    // [C_out, C_in, k, k]
+                               const float* h,         // [N, C_in, Hh, Wh]
+                               const uint8_t* argmax,  // [N, C_in, Hp, Wp] (pool)
+                               float* e_below,         // [N, C_in, Hh, Wh]
+                               int64_t N, int64_t C_in, int64_t C_out, int64_t Hp, int64_t Wp, int64_t Hh,
+                               int64_t Wh, int64_t k, bool pool, int rule, int act, float beta, Dropout dropout,
+                               cudaStream_t stream);
 
 // e = error_unit(rule, φ, h, unpool_argmax(d), β)·m/(1−p) for a d already in memory.
 void launch_unpool_error(const float* d,         // [N, C, Hp, Wp]

@@ -318,7 +318,9 @@ def test_launch_sequence_of_the_current_backend():
 def _fake_kernels(ffma_share=0.5):
     occ = sr.occupancy(32, 256, 0)
     loop = {"ffma_share": ffma_share}
-    return {name: {"occupancy": occ, "main_loop": loop} for name in sr.KERNELS}
+    igemm = [f"{k}<{bm}, {bn}, {ks}>" for k in ("conv_block_fwd_igemm_kernel", "conv_error_proj_igemm_kernel")
+             for bm, bn, ks in sr.IGEMM_TILES]  # the template instances the cubin holds
+    return {name: {"occupancy": occ, "main_loop": loop} for name in [*sr.KERNELS, *igemm]}
 
 
 @pytest.mark.parametrize("preset", ["fmnist", "cifar"])

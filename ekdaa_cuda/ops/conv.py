@@ -15,6 +15,7 @@ SPEC.md equations; activations NCHW ``[N, C, H, W]``, conv weights ``[C_out, C_i
   FC layer's projection reshaped to the pooled conv shape);
 - ``unpool_bilinear``: TF2 ``tf.image.resize`` bilinear up-sampling (half-pixel centres), the
   release's unpool;
+- ``igemm_tiles``: the block tiles of the implicit-GEMM kernels of the first two;
 - ``conv_filter_update``: ΔW = z ⋆ Flip(e) (conv-backward-filter), Δb = Σ_{n,y,x} e, ΔE = γ ΔW
   (eq. 9–10, summed over the batch; deterministic);
 - ``conv_filter_update_pooled``: the same for an e that is zero except at the argmax of each 2x2
@@ -72,6 +73,29 @@ def _pooled_h(dev, op: str, h, n: int, c: int, hp: int, wp: int) -> None:
         )
 
 
+def _version(op: str, version, tile) -> tuple[str, tuple]:
+    """(launcher name, extra launcher arguments) of an implicit-GEMM op's ``version`` and ``tile``."""
+    if version not in (1, 2):
+        raise ValueError(f"{op}: version must be 2 (or 1, benchmark-only), got {version!r}")
+    if version == 1:
+        if tile is not None:
+            raise ValueError(f"{op}: tile applies to version 2 only, got tile={tile!r} with version=1")
+        return f"{op}_v1", ()
+    if tile is None:
+        return op, ()
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0:
+        raise ValueError(f"{op}: tile must be None or an index into igemm_tiles(), got {tile!r}")
+    return op, (tile,)
+
+
+def igemm_tiles(device) -> list:
+    """The (BM, BN, KS) block tiles of the implicit-GEMM kernels of ``conv_block_fwd`` and
+    ``conv_error_proj`` (BM rows = output positions x BN columns = output channels, KS depth groups
+    of 256/KS threads), indexed by their ``tile`` argument; ``device`` = "cuda" or "cuda-sim" (the
+    same table on both)."""
+    return [tuple(t) for t in resolve_device("igemm_tiles", device, "device", None).ext.igemm_tiles()]
+
+
 def conv_block_fwd(
     x,
     w,
@@ -83,6 +107,8 @@ def conv_block_fwd(
     dropout=0.0,
     dropout_key=0,
     out=None,
+    version=2,
+    tile=None,
     device=None,
 ):
     """One conv block: h = conv(x, w) + b, z = φ(h) ⊙ m/(1−p), then 2x2 max-pool. Returns (h, out, argmax).
@@ -93,9 +119,13 @@ def conv_block_fwd(
     [N, C_out, H, W] and argmax None. ``apply_activation=False`` skips φ (z = h ⊙ m/(1−p): the
     release variant's pre-activation forward). Dropout counter = flat index into h.
     ``out`` = optional (h, out, argmax) arrays to write into (argmax None without pool).
+    An implicit GEMM (``csrc/igemm.cuh``) whose block tile is chosen by shape; ``tile`` = an index
+    into ``igemm_tiles()`` forces one (tests, benchmarks). ``version=1`` is benchmark-only: the
+    previous kernel (one thread per output), kept for bench/micro.py.
     """
     op = "conv_block_fwd"
     dev = resolve_device(op, device, "x", x)
+    launcher, extra = _version(op, version, tile)
     act = activation_code(op, activation)
     k = _kernel_size(dev, op, "w", w)
     c_out, c_in = w.shape[:2]
@@ -115,7 +145,7 @@ def conv_block_fwd(
         argmax = output_array(dev, op, "out[2] (argmax)", idx_out, spec, out_shape, dtype="uint8")
     dev.launch(
         op,
-        "conv_block_fwd",
+        launcher,
         dev.ptr(x),
         dev.ptr(w),
         address(dev, b),
@@ -135,6 +165,7 @@ def conv_block_fwd(
         threshold,
         scale,
         dev.stream(),
+        *extra,
     )
     return h, z, argmax
 
@@ -151,6 +182,8 @@ def conv_error_proj(
     dropout_key=0,
     rule="ekdaa",
     out=None,
+    version=2,
+    tile=None,
     device=None,
 ):
     """Error of the conv layer below from the error above, fused: projection, unpool, epilogue.
@@ -162,9 +195,11 @@ def conv_error_proj(
     the dropped odd row/column) get zero error; without argmax, Hh = Hp and Wh = Wp.
     Returns e_below [N, C_in, Hh, Wh] = epilogue(h, d) ⊙ m/(1−p), rule "ekdaa":
     φ(h) − φ(h − βd); rule "bp": d ⊙ φ'(h). Dropout counter = flat index into h.
+    An implicit GEMM like ``conv_block_fwd`` (``tile``, ``version`` likewise).
     """
     op = "conv_error_proj"
     dev = resolve_device(op, device, "e", e)
+    launcher, extra = _version(op, version, tile)
     epilogue = epilogue_args(op, activation, rule, beta)
     k = _kernel_size(dev, op, "kernel", kernel)
     c_out, c_in = kernel.shape[:2]
@@ -179,7 +214,7 @@ def conv_error_proj(
     e_below = output_array(dev, op, "out", out, ("N", "C_in", "Hh", "Wh"), h.shape)
     dev.launch(
         op,
-        "conv_error_proj",
+        launcher,
         dev.ptr(e),
         dev.ptr(kernel),
         dev.ptr(h),
@@ -197,6 +232,7 @@ def conv_error_proj(
         *epilogue,
         *drop,
         dev.stream(),
+        *extra,
     )
     return e_below
 

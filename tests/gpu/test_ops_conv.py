@@ -175,6 +175,185 @@ def test_conv_block_fwd_layer_sized(xp, rng):
     assert_close(out, want_out, atol=1e-4, what="out")  # tanh is 1-Lipschitz: h's error bound, rounded up
 
 
+# ---------------------------------------------------------------- implicit GEMM (v2) against v1, every tile
+
+# (N, C_in, C_out, H, W, k) at the implicit GEMM's edges. Tiles (igemm_tiles): 128x64, 64x128, 64x64,
+# 64x32, 32x64, 32x32 (rows = positions x columns = output channels), 8 depth indices (ci, ky, kx) a
+# step per depth group (1, 1, 1, 2, 2, 4 groups: steps of 8, 16 or 32 depth indices).
+IGEMM_SHAPES = [
+    (1, 1, 1, 1, 1, 1),  # one position, one tap, one depth index (a partial step)
+    (2, 7, 31, 9, 9, 5),  # depth 175: 5 steps of 32 + 15 (several steps for every group of the 32x32 tile)
+    (1, 3, 65, 11, 12, 3),  # C_out = 64 + 1; 132 positions (pooled: 144 rows) = 128 + 4; depth 27
+    (2, 5, 33, 7, 5, 5),  # C_out = 32 + 1; odd H, W (the trailing row/column); k = W; depth 125
+    (3, 17, 7, 13, 3, 1),  # k = 1: depth 17 = 2 steps + 1; 117 positions
+    (1, 2, 129, 3, 43, 3),  # C_out = 128 + 1; 129 positions = 128 + 1; a 1-row pool grid
+]
+
+
+def exact_epilogue(rng):
+    """(activation, apply_activation, bias?, p) drawn among the exactly computed epilogues."""
+    act = str(rng.choice([*EXACT_ACTIVATIONS, "none"]))
+    return act if act != "none" else "linear", act != "none", bool(rng.random() < 0.5), float(rng.choice([0.0, 0.3]))
+
+
+@pytest.mark.parametrize("tile", range(6))
+@pytest.mark.parametrize("shape", IGEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("pool", [True, False])
+def test_conv_block_fwd_tiles_exact_and_equal_to_v1(device, xp, rng, shape, tile, pool):
+    """Every tile, forced, on integer inputs: h exact against the float64 reference, and h, out,
+    argmax bit for bit equal to v1's (sums of integers are exact in any order; relu/signum/linear/none
+    and the mask's one product are exact)."""
+    n, c_in, c_out, height, width, k = shape
+    x, w = ints(rng, (n, c_in, height, width)), ints(rng, (c_out, c_in, k, k))
+    act, apply, has_bias, p = exact_epilogue(rng)
+    b = ints(rng, (c_out,)) if has_bias else None
+    key = dropout(rng, p, (n, c_out, height, width))[0]
+    out_shape = (n, c_out, height // 2, width // 2) if pool else (n, c_out, height, width)
+    args = (xp.array(x), xp.array(w), None if b is None else xp.array(b))
+    kw = dict(activation=act, apply_activation=apply, pool=pool, dropout=p, dropout_key=key)
+
+    def outs():
+        return (poisoned(xp, (n, c_out, height, width)), poisoned(xp, out_shape),
+                poisoned(xp, out_shape, np.uint8) if pool else None)
+
+    got = ops.conv_block_fwd(*args, **kw, out=outs(), tile=tile)
+    want = ops.conv_block_fwd(*args, **kw, out=outs(), version=1)
+    want_h = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64))
+    assert_equal(got[0], want_h, "h")
+    for name, g, v in zip(("h", "out", "argmax"), got, want):
+        if v is None:
+            assert g is None
+            continue
+        v = host(v)
+        assert_close(v, v.astype(np.float64), atol=0.0, what=f"v1 {name}")  # v1 wrote every element
+        assert host(g).tobytes() == v.tobytes(), f"{name}: v2 (tile {tile}) differs from v1"
+
+
+@pytest.mark.parametrize("tile", range(6))
+@pytest.mark.parametrize("shape", IGEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("pooled", [True, False])
+def test_conv_error_proj_tiles_exact_and_equal_to_v1(device, xp, rng, shape, tile, pooled):
+    """Every tile, forced: d exact (integer e and kernel), an epilogue exact on integer h with β = 0.5
+    (h − βd is exact; relu/signum/linear, φ' of relu/linear), so e_below must equal the float64
+    reference and v1's bit for bit, including the exact zeros off the argmax."""
+    n, c_in, c_out, hh, wh, k = shape  # here C_in is the layer below's width (the GEMM's columns)
+    c_in, c_out = c_out, c_in  # the larger count on the GEMM's columns, as in IGEMM_SHAPES
+    hp, wp = (hh // 2, wh // 2) if pooled else (hh, wh)
+    e, kernel = ints(rng, (n, c_out, hp, wp)), ints(rng, (c_out, c_in, k, k))
+    h = ints(rng, (n, c_in, hh, wh), bound=4)
+    idx = reference.maxpool2x2(rng.integers(0, 2, (n, c_in, hh, wh)).astype(np.float32))[1] if pooled else None
+    rule = str(rng.choice(["ekdaa", "bp"]))
+    act = str(rng.choice(["relu", "linear"] if rule == "bp" else EXACT_ACTIVATIONS))
+    p = float(rng.choice([0.0, 0.3]))
+    key, mask = dropout(rng, p, h.shape)
+    args = (xp.array(e), xp.array(kernel), xp.array(h), None if idx is None else xp.array(idx))
+    kw = dict(activation=act, beta=0.5, dropout=p, dropout_key=key, rule=rule)
+    got = ops.conv_error_proj(*args, **kw, out=poisoned(xp, h.shape), tile=tile)
+    want = ops.conv_error_proj(*args, **kw, out=poisoned(xp, h.shape), version=1)
+    d = conv_transpose64(e, kernel, (n, c_in, hp, wp))
+    if pooled:
+        d = reference.unpool_argmax(d, idx, (hh, wh))
+    want64 = epilogue64(rule, act, h.astype(np.float64), d, 0.5, mask.astype(np.float64))
+    assert_equal(got, (want64.astype(np.float32) if p else want64), "e_below")  # the mask's product: float32
+    assert host(got).tobytes() == host(want).tobytes(), f"e_below: v2 (tile {tile}) differs from v1"
+
+
+def test_igemm_tile_choice(device):
+    """The tile table and the choice by shape: >= 264 blocks (2 per SM of a 132-SM card) with the
+    largest tile that gets there, else the most blocks; no tile wider than the columns (rows) rounded
+    up to 32."""
+    tiles = ops.igemm_tiles(device)
+    assert tiles == [(128, 64, 1), (64, 128, 1), (64, 64, 1), (64, 32, 2), (32, 64, 2), (32, 32, 4)]
+    pick = device.ext.igemm_tile_for
+
+    def blocks(rows, cols, t):
+        bm, bn, _ = tiles[t]
+        return -(-rows // bm) * -(-cols // bn)
+
+    # fmnist at batch 50: conv1/conv2 forward (pooled rows), conv3 forward, conv3->conv2 and conv2->conv1 projections
+    assert tiles[pick(50 * 4 * 14 * 14, 32)][:2] == (64, 32)  # 613 blocks
+    assert tiles[pick(50 * 4 * 7 * 7, 64)][:2] == (64, 32)  # 307 blocks (64x64 gives 154)
+    assert tiles[pick(50 * 7 * 7, 128)][:2] == (32, 32)  # 308 blocks (64x32 gives 156)
+    assert tiles[pick(50 * 7 * 7, 64)][:2] == (32, 32)  # 154 blocks: the most any tile gives
+    assert tiles[pick(50 * 14 * 14, 32)][:2] == (32, 32)  # 307 blocks (64x32 gives 154)
+    assert tiles[pick(256 * 4 * 14 * 14, 64)][:2] == (128, 64)  # batch 256: 392 blocks of the largest tile
+    assert tiles[pick(10_000, 128)][:2] == (64, 64)  # 314 blocks (128x64: 158, 64x128: 157)
+    assert tiles[pick(11_136, 130)][:2] == (64, 128)  # 348 blocks (128x64: 87 x 3 = 261)
+    assert tiles[pick(1, 1)][:2] == (32, 32)
+    for rows, cols in [(39200, 32), (2450, 128), (9800, 64), (300, 7), (5, 1000)]:
+        allowed = [i for i, (bm, bn, _) in enumerate(tiles) if bn <= -(-cols // 32) * 32 and bm <= -(-rows // 32) * 32]
+        first = next((i for i in allowed if blocks(rows, cols, i) >= 264), None)
+        most = max(allowed, key=lambda i: (blocks(rows, cols, i), -i))  # ties: the earlier tile
+        assert pick(rows, cols) == (first if first is not None else most)
+
+
+def test_igemm_tile_and_version_checks(device, xp):
+    x, w = xp.zeros((1, 2, 4, 4), np.float32), xp.zeros((3, 2, 3, 3), np.float32)
+    e, h = xp.zeros((1, 3, 2, 2), np.float32), xp.zeros((1, 2, 4, 4), np.float32)
+    idx = xp.zeros((1, 2, 2, 2), np.uint8)
+    with pytest.raises(ValueError, match=r"^conv_block_fwd: tile must be -1 \(by shape\) or < 6, got 6"):
+        ops.conv_block_fwd(x, w, tile=6)
+    with pytest.raises(ValueError, match="^conv_block_fwd: tile must be None or an index"):
+        ops.conv_block_fwd(x, w, tile=-1)
+    with pytest.raises(ValueError, match="^conv_block_fwd: version must be 2"):
+        ops.conv_block_fwd(x, w, version=0)
+    with pytest.raises(ValueError, match="^conv_error_proj: tile applies to version 2 only"):
+        ops.conv_error_proj(e, xp.zeros((3, 2, 3, 3), np.float32), h, idx, version=1, tile=0)
+    with pytest.raises(ValueError, match=r"^conv_error_proj: tile must be -1 \(by shape\) or < 6, got 7"):
+        ops.conv_error_proj(e, xp.zeros((3, 2, 3, 3), np.float32), h, idx, tile=7)
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ((2**20, 64, 1, 8, 8, 3), r"x's element count N\*C_in\*H\*W = 4294967296 exceeds 2\^31 - 1"),
+        ((2**20, 1, 64, 8, 8, 3), r"h's element count N\*C_out\*H\*W = 4294967296 exceeds 2\^31 - 1"),
+        ((1, 2**16, 2**13, 1, 1, 3), r"w's element count C_out\*C_in\*k\*k = 4831838208 exceeds"),
+        ((1, 1, 1, 1, 2**31 - 100, 1), r"GEMM rows N\*H\*W \(pool: N\*4\*ceil\(H/2\)\*ceil\(W/2\)\) \+ one tile = "
+                                       r"2147483676 exceeds"),
+    ],
+)
+def test_conv_block_fwd_sizes_beyond_32_bit(device, sizes, message):
+    """Refused by the v2 launcher before any memory is touched (null pointers), naming the size and its value."""
+    n, c_in, c_out, height, width, k = sizes
+    with pytest.raises(ValueError, match="^conv_block_fwd: " + message):
+        device.ext.conv_block_fwd(1, 1, 0, 1, 1, 0, n, c_in, c_out, height, width, k, 0, True, False, 0, 0, 1.0, 0)
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ((2**20, 1, 64, 8, 8), r"e's element count N\*C_out\*Hp\*Wp = 4294967296 exceeds 2\^31 - 1"),
+        ((2**20, 64, 1, 8, 8), r"h's element count N\*C_in\*Hh\*Wh = 4294967296 exceeds 2\^31 - 1"),
+        ((1, 2**16, 2**13, 1, 1), r"kernel's element count C_out\*C_in\*k\*k = 4831838208 exceeds"),
+        ((1, 1, 1, 1, 2**31 - 100), r"GEMM rows N\*Hh\*Wh \(pool: N\*ceil\(Hh/2\)\*ceil\(Wh/2\)\) \+ one tile"),
+    ],
+)
+def test_conv_error_proj_sizes_beyond_32_bit(device, sizes, message):
+    n, c_in, c_out, height, width = sizes
+    with pytest.raises(ValueError, match="^conv_error_proj: " + message):
+        device.ext.conv_error_proj(1, 1, 1, 0, 1, n, c_in, c_out, height, width, height, width, 3, False, 0, 0, 0.9,
+                                   0, 0, 1.0, 0)
+
+
+def test_conv_error_proj_layer_sized(xp, rng):  # ~5 s on the simulator (v1 and v2, four schedules each)
+    # fmnist conv3 -> conv2 at batch 50 (pooled; 2450 rows x 64 columns, depth 1152) with float data
+    e = rng.standard_normal((50, 128, 7, 7)).astype(np.float32)
+    kernel = (rng.standard_normal((128, 64, 3, 3)) * 0.1).astype(np.float32)
+    h = rng.standard_normal((50, 64, 14, 14)).astype(np.float32)
+    idx = reference.maxpool2x2(np.tanh(h))[1]
+    args = (xp.array(e), xp.array(kernel), xp.array(h), xp.array(idx))
+    got = ops.conv_error_proj(*args, activation="linear", rule="bp")
+    d = conv_transpose64(e, kernel, (50, 64, 7, 7))
+    bound = conv_transpose64(np.abs(e), np.abs(kernel), (50, 64, 7, 7))
+    # float32 sum of 1152 products: error <~ 1152·eps·Σ|e·K| (generous; index bugs give O(1) errors)
+    want = reference.unpool_argmax(d, idx, (14, 14))
+    assert_close(got, want, atol=reference.unpool_argmax(1152 * EPS32 * bound, idx, (14, 14)), what="e_below")
+    v1 = ops.conv_error_proj(*args, activation="linear", rule="bp", version=1)
+    assert_close(got, host(v1).astype(np.float64), atol=reference.unpool_argmax(2 * 1152 * EPS32 * bound, idx,
+                                                                                 (14, 14)), what="v2 vs v1")
+
+
 # ---------------------------------------------------------------- conv_error_proj / unpool_error / conv_proj
 
 

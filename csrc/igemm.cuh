@@ -1,0 +1,224 @@
+// igemm.cuh — the implicit-GEMM tile machinery of the v2 conv kernels (conv.cu: conv_block_fwd's
+// forward conv and conv_error_proj's transposed conv; SIMT FP32, no tensor cores).
+//
+// Both are one GEMM   C[r, c] = Σ_kk A[r, kk] · B[kk, c]   over
+//   rows r    output positions (n, y, x), in the order of IgemmPlan::group (below);
+//   columns c output channels;
+//   depth kk  (s, ky, kx): source channel s < S, tap (ky, kx) < k x k;
+//   A[r, kk] = src[n, s, y + dy, x + dx], zero outside the Hs x Ws plane (implicit im2col), with
+//              (dy, dx) = (ky − pad, kx − pad) for a convolution, (pad − ky, pad − kx) for the
+//              transposed one (flipped taps, IgemmPlan::flip);
+//   B[kk, c] = wts[c·col_stride + s·src_stride + ky·k + kx]   (the [C_out, C_in, k, k] weights read
+//              as [C_in·k·k, C_out] for the forward conv, as [C_out·k·k, C_in] for the transposed one).
+// Rows are cells of a Hg x Wg grid per image, `group` rows per cell: group 1, cell (n, i, j) is the
+// position (i, j); group 4 (the pooled forward), row 4·cell + q is the position (2i + q/2, 2j + q%2)
+// of the cell's 2x2 pool window, so the 4 positions of a window are 4 consecutive rows and land in
+// one thread (below). A position outside the Hs x Ws plane (the odd trailing row/column of a
+// ceil(H/2) x ceil(W/2) cell grid) is a dead row: its A row is zero and the epilogue skips it.
+//
+// Block tile BM x BN, 256 threads in KS depth groups (IgemmShape): each step stages BK = 8·KS depth
+// indices of A (BM x BK) and B (BK x BN) in shared memory and group g multiplies depth indices
+// 8g .. 8g + 7 of it into its own TM x TN register tile per thread; with KS > 1 the groups' tiles
+// are summed through shared memory at the end in group order (fixed: deterministic) and group 0
+// runs the epilogue. So small tiles (for small grids) keep 4 x 4 outputs per thread and the FMAs
+// per loaded element of the large ones. A thread (tm, tn) of a group holds rows in groups of 4
+// consecutive rows, RT·4 rows apart (row (i/4)·RT·4 + tm·4 + i%4; RT = BM/TM threads along rows),
+// likewise columns, so every shared-memory read is one float4 and a pooled window's 4 rows are in
+// one thread. Double buffering: the global loads of step s + 1 are issued into registers before the
+// FMAs of step s and stored into the other buffer after them, one barrier per step. Loaders:
+// thread t loads depth index t / (32/KS) of A for rows t % (32/KS) + (32/KS)·i (consecutive threads,
+// consecutive positions: coalesced) and depth index t % BK of B for columns t / BK + (256/BK)·i.
+// Each loader walks its depth index (s, ky, kx) by BK per step with one carry per digit
+// (IgemmPlan::adv_*) and decomposes its rows into (n, y, x) once before the K loop: no division or
+// modulo in the K loop, int32 index math (sizes checked by the launchers).
+//
+// Zero padding: a tap outside the plane multiplies an explicit 0 (v1, the one-thread-per-output
+// kernels, skip it), so with a non-finite weight the two differ: 0·Inf = NaN here. For finite
+// inputs the results agree up to the summation order (exactly on integer-valued inputs).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "elementwise.cuh"
+
+namespace ekdaa {
+
+constexpr int kIgemmThreads = 256;  // KS depth groups of 256/KS threads, each a TM x TN register tile
+constexpr int kIgemmBK = 8;         // depth indices per step and group
+
+// The thread layout of a BM x BN tile with KS depth groups.
+template <int BM, int BN, int KS>
+struct IgemmShape {
+    static constexpr int TM = KS == 1 ? BM / 16 : 4, TN = KS == 1 ? BN / 16 : 4;  // registers per thread
+    static constexpr int RT = BM / TM;                                         // threads along rows
+    static constexpr int BK = kIgemmBK * KS;                                   // depth indices per step
+    static constexpr int ALD = kIgemmThreads / BK, AS = BM / ALD;  // A: threads per depth index, rows each
+    static constexpr int BLD = kIgemmThreads / BK, BS = BN / BLD;  // B: columns per pass, passes
+    static_assert(RT * (BN / TN) * KS == kIgemmThreads, "every thread owns one TM x TN tile of one group");
+    static_assert(TM % 4 == 0 && TN % 4 == 0 && AS >= 1 && BS >= 1 && BM % ALD == 0 && BN % BLD == 0,
+                  "float4 reads; whole loader passes");
+};
+
+// The GEMM of one launch (host-built by conv.cu's plan_igemm; every size fits in int32).
+struct IgemmPlan {
+    int rows;                    // GEMM rows: Hg·Wg·group per image, times N
+    int cols;                    // output channels
+    int depth;                   // S·k·k
+    int S, Hs, Ws, HWs;          // source channels and plane (A = src [N, S, Hs, Ws])
+    int k, pad, kk2;             // kernel size, k/2, k·k
+    int flip;                    // 1: transposed conv (taps pad − ky, pad − kx)
+    int group;                   // rows per cell: 1, or 4 (2x2 pool window, q = 2·dy + dx)
+    int Hg, Wg;                  // cells per image plane
+    int col_stride, src_stride;  // B[kk, c] = wts[c·col_stride + s·src_stride + ky·k + kx]
+    int adv_s, adv_r;            // BK depth indices (one step) = adv_s channels + adv_r taps (adv_r < k·k)
+    int adv_ky, adv_kx;          // adv_r = adv_ky·k + adv_kx
+};
+
+// The position of GEMM row r: image n and (y, x) (division: outside the K loop only).
+EKDAA_HD void igemm_position(const IgemmPlan& g, int r, int& n, int& y, int& x) {
+    const int cell = g.group == 4 ? r >> 2 : r, q = r - cell * g.group;
+    const int j = cell % g.Wg, ni = cell / g.Wg, i = ni % g.Hg;
+    n = ni / g.Hg;
+    y = g.group == 4 ? 2 * i + (q >> 1) : i;
+    x = g.group == 4 ? 2 * j + (q & 1) : j;
+}
+
+// Row of the block tile held in a thread's i-th row register (thread tm of RT along rows); likewise
+// columns. Groups of 4 consecutive rows, RT·4 rows apart.
+template <int RT>
+EKDAA_HD int igemm_tile_row(int tm, int i) {
+    return (i / 4) * RT * 4 + tm * 4 + i % 4;
+}
+
+// 4 consecutive floats from shared memory as one float4 load.
+__device__ __forceinline__ void igemm_lds4(const float* p, float* out) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+}
+
+// The GEMM of the block tile at (r0, c0). Returns true in the threads that hold the result:
+// acc[i][j] = C[r0 + igemm_tile_row<RT>(tm, i), c0 + igemm_tile_row<BN/TN>(tn, j)] (rows and columns
+// beyond the GEMM come out as whatever zero rows give); false in the other depth groups' threads,
+// which take no part in the epilogue. Every thread of the block must call it (barriers).
+template <int BM, int BN, int KS>
+__device__ __forceinline__ bool igemm_mainloop(const IgemmPlan& g,
+                                               const float* __restrict__ src,  // [N, S, Hs, Ws]
+                                               const float* __restrict__ wts,  // B, see above
+                                               int r0, int c0,
+                                               float (&acc)[IgemmShape<BM, BN, KS>::TM][IgemmShape<BM, BN, KS>::TN],
+                                               int& tm, int& tn) {
+    using Sh = IgemmShape<BM, BN, KS>;
+    constexpr int TM = Sh::TM, TN = Sh::TN, RT = Sh::RT, BK = Sh::BK, AS = Sh::AS, BS = Sh::BS;
+    __shared__ __align__(16) float As[2][BK][BM];
+    __shared__ __align__(16) float Bs[2][BK][BN + 4];  // +4: fewer conflicts in the transposing stores
+    const int t = threadIdx.x;
+    const int da = t / Sh::ALD, ra0 = t % Sh::ALD;  // A loader: depth index da, rows ra0 + ALD·i
+    const int kb = t % BK, cb = t / BK;             // B loader: depth index kb, columns cb + BLD·i
+    const int kg = KS == 1 ? 0 : t / (kIgemmThreads / KS);  // depth group
+    const int u = KS == 1 ? t : t % (kIgemmThreads / KS);   // thread in it
+    tm = u % RT;
+    tn = u / RT;
+
+    // A loader rows: offset of (n, 0, y, x) in src, and (y, x); a dead row gets y far below 0 so
+    // that y + dy fails the bounds test whatever dy is (|dy| <= pad < 2^30).
+    int abase[AS], ay[AS], ax[AS];
+#pragma unroll
+    for (int i = 0; i < AS; ++i) {
+        const int r = r0 + ra0 + Sh::ALD * i;
+        int n = 0, y = 0, x = 0;
+        if (r < g.rows) igemm_position(g, r, n, y, x);
+        const bool live = r < g.rows && y < g.Hs && x < g.Ws;
+        abase[i] = live ? n * g.S * g.HWs + y * g.Ws + x : 0;
+        ay[i] = live ? y : -(1 << 30);
+        ax[i] = x;
+    }
+    // B loader columns: c·col_stride, or −1 beyond the GEMM
+    int boff[BS];
+#pragma unroll
+    for (int i = 0; i < BS; ++i) {
+        const int c = c0 + cb + Sh::BLD * i;
+        boff[i] = c < g.cols ? c * g.col_stride : -1;
+    }
+    // depth walkers: A's index da as (ac, aky, akx), B's index kb as (bc, br), both advanced by BK per step
+    int ac = da / g.kk2, ar = da - ac * g.kk2;
+    int aky = ar / g.k, akx = ar - aky * g.k;
+    int bc = kb / g.kk2, br = kb - bc * g.kk2;
+
+    float ra[AS], rb[BS];  // the next step's tiles, in flight in registers
+    auto load = [&]() {
+        const int dy = g.flip ? g.pad - aky : aky - g.pad, dx = g.flip ? g.pad - akx : akx - g.pad;
+#pragma unroll
+        for (int i = 0; i < AS; ++i) {
+            const int iy = ay[i] + dy, ix = ax[i] + dx;
+            ra[i] = 0.0f;
+            if (ac < g.S && static_cast<unsigned>(iy) < static_cast<unsigned>(g.Hs) &&
+                static_cast<unsigned>(ix) < static_cast<unsigned>(g.Ws))
+                ra[i] = src[abase[i] + ac * g.HWs + dy * g.Ws + dx];
+        }
+#pragma unroll
+        for (int i = 0; i < BS; ++i) rb[i] = (bc < g.S && boff[i] >= 0) ? wts[boff[i] + bc * g.src_stride + br] : 0.0f;
+        // advance both walkers by BK depth indices: at most one carry per digit
+        akx += g.adv_kx;
+        if (akx >= g.k) akx -= g.k, ++aky;
+        aky += g.adv_ky;
+        if (aky >= g.k) aky -= g.k, ++ac;
+        ac += g.adv_s;
+        br += g.adv_r;
+        if (br >= g.kk2) br -= g.kk2, ++bc;
+        bc += g.adv_s;
+    };
+    auto store = [&](int buf) {
+#pragma unroll
+        for (int i = 0; i < AS; ++i) As[buf][da][ra0 + Sh::ALD * i] = ra[i];
+#pragma unroll
+        for (int i = 0; i < BS; ++i) Bs[buf][kb][cb + Sh::BLD * i] = rb[i];
+    };
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+    const int steps = (g.depth + BK - 1) / BK;
+    if (steps > 0) {
+        load();
+        store(0);
+    }
+    __syncthreads();
+    for (int s = 0; s < steps; ++s) {
+        const int buf = s & 1;
+        if (s + 1 < steps) load();  // global loads of step s + 1 overlap the FMAs of step s
+#pragma unroll
+        for (int kk = 0; kk < kIgemmBK; ++kk) {
+            float a[TM], b[TN];
+#pragma unroll
+            for (int i = 0; i < TM; i += 4) igemm_lds4(&As[buf][kg * kIgemmBK + kk][(i / 4) * RT * 4 + tm * 4], a + i);
+#pragma unroll
+            for (int j = 0; j < TN; j += 4)
+                igemm_lds4(&Bs[buf][kg * kIgemmBK + kk][(j / 4) * (BN / TN) * 4 + tn * 4], b + j);
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        if (s + 1 < steps) store(buf ^ 1);  // the other buffer: last read in step s − 1, before the barrier
+        __syncthreads();
+    }
+    if constexpr (KS > 1) {  // groups 1 .. KS − 1 hand their tiles to group 0, which adds them in order
+        __shared__ __align__(16) float Cs[KS - 1][TM * TN][kIgemmThreads / KS];  // [group][register][thread]
+        if (kg > 0)
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) Cs[kg - 1][i * TN + j][u] = acc[i][j];
+        __syncthreads();
+        if (kg > 0) return false;
+        for (int h = 0; h < KS - 1; ++h)
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] += Cs[h][i * TN + j][u];
+    }
+    return true;
+}
+
+}  // namespace ekdaa
