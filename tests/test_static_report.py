@@ -312,7 +312,8 @@ def test_launch_sequence_of_the_current_backend():
     # no finiteness check per step (the optimizer kernel flags non-finite updates on the device)
     assert la["cupy_launches"] == 4 and "all_finite" not in la["per_backend_call"]
     assert la["total_launches"] == 20 and la["host_syncs"] == 0
-    assert la["sim_launch_count"] is None
+    # the simulator's count of a replayed step agrees with the mapping (None where _sim is not built)
+    assert la["sim_launch_count"] in (None, la["ekdaa_kernel_launches"])
 
 
 def _fake_kernels(ffma_share=0.5):
