@@ -125,7 +125,8 @@ __global__ void fc_fwd_kernel(const float* __restrict__ z,  // [N, F_in]
 // epilogue itself, else it stores its tile to partials[tile][s] and the last block of the tile to
 // arrive (last_to_arrive) sums the splits' tiles in split order and applies it. Summation order is
 // fixed (k ascending within a group's 8, groups, then splits in order): bitwise reproducible.
-constexpr int kFwdBM = 32, kFwdBN = 32;   // output tile: rows (batch) × columns (features)
+constexpr int kFwdBM = 32;                // output tile rows (batch)
+constexpr int kFwdBN = 32;                // output tile columns (features)
 constexpr int kFwdGroups = 4;             // depth groups of 64 threads
 constexpr int kFwdBK = 8 * kFwdGroups;    // k per step
 constexpr int kFwdThreads = 64 * kFwdGroups;

@@ -115,7 +115,7 @@ class CudaBackend:
         p, k = self._dropout(block, key)
         shape, ws = self._fwd_workspaces.get(block.name, (None, None))
         if shape != z.shape:  # a recorded step keeps the workspace it was recorded with
-            ws = fc_ops.fc_fwd_workspace(*z.shape, w.shape[0], device=self.device)
+            ws = fc_ops.fc_fwd_workspace(z, w.shape[0], device=self.device)
             self._fwd_workspaces[block.name] = (z.shape, ws)
         h, out = fc_ops.fc_fwd(z, w, b, activation=block.activation, apply_activation=apply_activation,
                                dropout=p, dropout_key=k, workspace=ws, device=self.device)

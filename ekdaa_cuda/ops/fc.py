@@ -45,14 +45,15 @@ from ._check import (
 LAYOUT_CODES = {"out_in": 0, "in_out": 1}  # csrc/fc.h WeightLayout
 
 
-def fc_fwd_workspace(n, f_in, f_out, *, splits=None, device):
-    """The scratch of ``fc_fwd`` (version 2) for z [n, f_in] and f_out features: (partials float32
-    [floats], tickets uint32 [tiles] = 0), both empty when the plan needs no split of K. ``splits``
-    as for ``fc_fwd``. Reusable by every later call with the same sizes and splits (each call leaves
-    the tickets at 0): keep one per layer."""
+def fc_fwd_workspace(z, f_out, *, splits=None, device=None):
+    """The scratch of ``fc_fwd`` (version 2) for inputs shaped like z [N, F_in] and f_out features:
+    (partials float32 [floats], tickets uint32 [tiles] = 0), both empty when the plan does not
+    split K. ``splits`` as for ``fc_fwd``. Reusable by every later call with the same sizes and
+    splits (each call leaves the tickets at 0): keep one per layer."""
     op = "fc_fwd_workspace"
-    dev = resolve_device(op, device, "n", None)
-    _, floats, tickets = _fwd_sizes(dev, op, n, f_in, f_out, splits)
+    dev = resolve_device(op, device, "z", z)
+    _check.check_array(dev, op, "z", z, "float32", ("N", "F_in"))
+    _, floats, tickets = _fwd_sizes(dev, op, *z.shape, f_out, splits)
     xp = dev.xp
     return xp.empty(floats, dtype="float32"), xp.zeros(tickets, dtype="uint32")
 
@@ -91,7 +92,7 @@ def fc_fwd(
     z [N, F_in], w [F_out, F_in], b [F_out] or None; ``out`` = optional (h, out) to write into.
     One launch of a split-K GEMM: 32 x 32 output tiles, K = F_in cut across blocks when the tiles
     alone would leave the GPU idle, each tile finished by the last of its blocks in a fixed order
-    (bitwise reproducible). ``workspace`` = ``fc_fwd_workspace(N, F_in, F_out, splits=splits)``
+    (bitwise reproducible). ``workspace`` = ``fc_fwd_workspace(z, F_out, splits=splits)``
     (allocated when None; its tickets must be 0, as every call leaves them); ``splits`` forces the
     number of K ranges (1 .. ceil(F_in / 32); tests, benchmarks). ``version=1`` is benchmark-only:
     the first kernel (one output per thread, 16 x 16 tiles), kept for bench/micro.py.
@@ -120,7 +121,7 @@ def fc_fwd(
         return h, a
     splits_arg = _splits_arg(op, splits)
     if workspace is None:
-        workspace = fc_fwd_workspace(n, f_in, f_out, splits=splits, device=dev)
+        workspace = fc_fwd_workspace(z, f_out, splits=splits, device=dev)
     if not isinstance(workspace, (tuple, list)) or len(workspace) != 2:
         raise ValueError(f"{op}: workspace must be fc_fwd_workspace(...)'s (partials, tickets), got {workspace!r}")
     partials, tickets = workspace

@@ -195,7 +195,7 @@ def test_fc_fwd_v2_exact_and_equal_to_v1(device, xp, fc, rng, shape, which, bias
     splits = fwd_splits(f_in, which)
     z, w, b = ints(rng, (n, f_in)), ints(rng, (f_out, f_in)), ints(rng, (f_out,)) if bias else None
     zd, wd, bd = xp.array(z), xp.array(w), None if b is None else xp.array(b)
-    partials, tickets = fc.fc_fwd_workspace(n, f_in, f_out, splits=splits, device=device)
+    partials, tickets = fc.fc_fwd_workspace(zd, f_out, splits=splits)
     partials[...] = np.nan
     h, out = fc.fc_fwd(zd, wd, bd, activation="tanh", apply_activation=False, workspace=(partials, tickets),
                        splits=splits, out=(poison(xp, (n, f_out)), poison(xp, (n, f_out))))
@@ -250,7 +250,7 @@ def test_fc_fwd_v2_rounding_bound_and_reused_workspace(device, xp, fc, rng):
     z64, w64, b64 = z.astype(np.float64), w.astype(np.float64), b.astype(np.float64)
     tol = (f_in + 1) * ULP * (np.abs(z64) @ np.abs(w64).T + np.abs(b64))
     for splits in (None, 1, 7, 196):
-        ws = fc.fc_fwd_workspace(n, f_in, f_out, splits=splits, device=device)
+        ws = fc.fc_fwd_workspace(zd, f_out, splits=splits)
         runs = [host(fc.fc_fwd(zd, wd, bd, activation="linear", workspace=ws, splits=splits)[0]) for _ in range(3)]
         runs.append(host(fc.fc_fwd(zd, wd, bd, activation="linear", splits=splits)[0]))
         assert all(r.tobytes() == runs[0].tobytes() for r in runs), f"splits={splits}: calls differ"
@@ -265,7 +265,7 @@ def _fwd_call(fc, xp, **kwargs):
 def _fwd_workspace(fc, xp, floats=None, tickets=None, splits=7):
     """A workspace for _fwd_call's sizes (3 x 1000 -> 40: 2 tiles, 32 steps, 8 splits chosen) with
     ``splits``, resized on request."""
-    partials, ticket = fc.fc_fwd_workspace(3, 1000, 40, splits=splits, device="cuda-sim" if xp is np else "cuda")
+    partials, ticket = fc.fc_fwd_workspace(f32(xp, 3, 1000), 40, splits=splits)
     if floats is not None:
         partials = xp.empty(floats, np.float32)
     if tickets is not None:
