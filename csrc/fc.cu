@@ -259,7 +259,8 @@ __global__ void __launch_bounds__(kFwdThreads, 2)
         *reinterpret_cast<float4*>(tile_partials + split * kFwdTileFloats) = v;
         if (!last_to_arrive(tickets + tile, static_cast<unsigned int>(plan.splits))) return;
         v = *reinterpret_cast<const float4*>(tile_partials);
-        for (int q = 1; q < plan.splits; ++q) {
+#pragma unroll 8
+        for (int q = 1; q < plan.splits; ++q) {  // unrolled: 8 loads in flight, still added in split order
             const float4 p = *reinterpret_cast<const float4*>(tile_partials + q * kFwdTileFloats);
             v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
         }
