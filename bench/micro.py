@@ -11,7 +11,7 @@ update (``ekdaa_cuda/backend_cuda.py``):
 | conv_error_proj (ekdaa / bp)  | conv_transpose2d (cuDNN backward-data) + max_unpool2d + epilogue         |
 | unpool_error / error_epilogue | max_unpool2d + epilogue / the epilogue alone                             |
 | fc_proj, fc_error_proj        | mm (+ epilogue)                                                          |
-| fc_fwd                        | linear (+ tanh)                                                          |
+| fc_fwd (v1/v2)                | linear (+ tanh)                                                          |
 | softmax_error                 | softmax, − one_hot, −log p[label]                                        |
 | conv_filter_update (v1/v2/v3) | torch.nn.grad.conv2d_weight (cuDNN backward-filter) (+ bias sum) + γ·ΔW  |
 | fc_update                     | mm(eᵀ, z) (+ bias sum) + γ·ΔWᵀ                                           |
@@ -103,7 +103,9 @@ def cases_for(preset: str, batch: int, bias: bool | None = None, widths=None) ->
                 add("conv_block_fwd", b.name, c_in=c, c_out=b.size, h=h, w=w, k=b.kernel, pool=b.pool, bias=b.bias,
                     first=b.index == 0, version=version)
         else:
-            add("fc_fwd", b.name, f_in=b.in_shape[0], f_out=b.size, act=b.kind != "output", bias=b.bias)
+            for version in (2, 1):  # 2: split-K GEMM; 1: the previous kernel (16 x 16 tiles, K serial)
+                add("fc_fwd", b.name, f_in=b.in_shape[0], f_out=b.size, act=b.kind != "output", bias=b.bias,
+                    version=version)
     add("softmax_error", blocks[-1].name, classes=blocks[-1].size)
     for i in range(len(blocks) - 1, 0, -1):
         b, below = blocks[i], blocks[i - 1]
@@ -427,7 +429,10 @@ def ekdaa_call(case: Case, inp: dict, ext) -> tuple:
         z, w, b = a(inp["z"]), a(inp["w"]), a(inp["b"]) if "b" in inp else None
         out = tuple(a(t) for t in outs)
         act = "tanh" if s["act"] else "linear"
-        call = lambda: ext.fc.fc_fwd(z, w, b, activation=act, apply_activation=s["act"], out=out)  # noqa: E731
+        version = s.get("version", 2)
+        ws = ext.fc.fc_fwd_workspace(z, s["f_out"]) if version == 2 else None
+        call = lambda: ext.fc.fc_fwd(z, w, b, activation=act, apply_activation=s["act"], out=out,  # noqa: E731
+                                     workspace=ws, version=version)
         return call, (outs if s["act"] else outs[:1])
     if op == "softmax_error":
         c = s["classes"]

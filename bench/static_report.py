@@ -149,7 +149,10 @@ KERNELS = {
     "conv_proj_kernel": dict(role="transposed conv alone (release normalisation path)", phase="error",
                              ffma_target=False),
     "unpool_bilinear_proj_kernel": dict(role="bilinear unpool (release path)", phase="error", ffma_target=False),
-    "fc_fwd_kernel": dict(role="FC forward (+bias, φ, dropout)", phase="forward", ffma_target=False),
+    "fc_fwd_splitk_kernel": dict(role="FC forward v2: split-K GEMM (+bias, φ, dropout), last block per tile sums",
+                                 phase="forward", ffma_target=True),
+    "fc_fwd_kernel": dict(role="FC forward v1 (benchmark-only, 16 x 16 tiles)", phase="forward (v1)",
+                          ffma_target=False),
     "fc_proj_kernel<false>": dict(role="FC error projection d = e·Eᵀ", phase="error", ffma_target=False),
     "fc_proj_kernel<true>": dict(role="FC error projection + epilogue (fused)", phase="error", ffma_target=False),
     "error_epilogue_kernel": dict(role="error epilogue on a d in memory", phase="error", ffma_target=False),
@@ -187,6 +190,14 @@ def _fwu_plan(s: dict) -> tuple[int, int, int]:
     want = min(_ceil(target, tiles), chunks, 65535)
     per_split = _ceil(chunks, want)
     return tiles, _ceil(chunks, per_split), cols
+
+
+def _fc_fwd_plan(s: dict) -> tuple[int, int]:
+    """(32 x 32 output tiles, K splits) of fc_fwd v2 for a floors shape: plan_fc_fwd in csrc/fc.cu
+    (~264 blocks, at least 4 steps of 32 a split, at most 64 splits)."""
+    tiles = _ceil(s["n"], 32) * _ceil(s["f_out"], 32)
+    steps = _ceil(s["f_in"], 32)
+    return tiles, max(1, min(_ceil(264, max(tiles, 1)), steps // 4, 64))
 
 
 # The implicit-GEMM tiles (BM, BN, KS depth groups) of conv_block_fwd / conv_error_proj v2 (kIgemmTiles,
@@ -249,7 +260,8 @@ def _op_kernels(group: list[dict], block_size) -> list[tuple[str, int]]:
         return [(first, tiles * splits),
                 ("conv_filter_update_reduce_kernel", _ceil(s["c_out"] * cols, 256))]
     if op == "fc_fwd":
-        return [("fc_fwd_kernel", _gemm_blocks(s["n"], s["f_out"]))]
+        tiles, splits = _fc_fwd_plan(s)
+        return [("fc_fwd_splitk_kernel", tiles * splits)]
     if op == "optimizer":
         chunk = 8192  # kOptimChunk, csrc/optim.h: one block per chunk of 8192 elements (a lower bound)
         return [("optim_update_kernel", _ceil(s["numel"], chunk))]

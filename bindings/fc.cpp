@@ -33,18 +33,43 @@ ekdaa::Dropout dropout_of(const char* op, std::uint32_t key, std::uint32_t thres
 
 void register_fc(py::module_& m) {
     m.def(
+        "fc_fwd_sizes",
+        [](std::int64_t N, std::int64_t F_in, std::int64_t F_out, std::int64_t splits) {
+            const ekdaa::FcFwdSizes s = ekdaa::fc_fwd_sizes(N, F_in, F_out, splits);
+            return py::make_tuple(s.splits, s.floats, s.tickets);
+        },
+        py::arg("N"), py::arg("F_in"), py::arg("F_out"), py::arg("splits"),
+        "(splits, workspace floats, workspace tickets) of fc_fwd for these sizes (splits = 0: chosen).");
+    m.def(
         "fc_fwd",
+        [](std::uintptr_t z, std::uintptr_t w, std::uintptr_t b, std::uintptr_t h, std::uintptr_t out,
+           std::uintptr_t partials, std::uintptr_t tickets, std::int64_t partial_floats, std::int64_t ticket_count,
+           std::int64_t N, std::int64_t F_in, std::int64_t F_out, int act, bool apply_activation, std::uint32_t key,
+           std::uint32_t threshold, float scale, std::int64_t splits, std::uintptr_t stream) {
+            ekdaa::launch_fc_fwd(ptr<const float>(z), ptr<const float>(w), ptr<const float>(b), ptr<float>(h),
+                                 ptr<float>(out), ptr<float>(partials), ptr<unsigned int>(tickets), partial_floats,
+                                 ticket_count, N, F_in, F_out, act, apply_activation,
+                                 dropout_of("fc_fwd", key, threshold, scale), splits, stream_of(stream));
+        },
+        py::arg("z"), py::arg("w"), py::arg("b"), py::arg("h"), py::arg("out"), py::arg("partials"),
+        py::arg("tickets"), py::arg("partial_floats"), py::arg("ticket_count"), py::arg("N"), py::arg("F_in"),
+        py::arg("F_out"), py::arg("act"), py::arg("apply_activation"), py::arg("key"), py::arg("threshold"),
+        py::arg("scale"), py::arg("splits"), py::arg("stream"),
+        "h = z·Wᵀ + b, out = φ(h)·m/(1−p), split-K (raw launcher; b = 0 for no bias, splits = 0: chosen). "
+        "Use ekdaa_cuda.ops.fc.fc_fwd.");
+    m.def(
+        "fc_fwd_v1",
         [](std::uintptr_t z, std::uintptr_t w, std::uintptr_t b, std::uintptr_t h, std::uintptr_t out, std::int64_t N,
            std::int64_t F_in, std::int64_t F_out, int act, bool apply_activation, std::uint32_t key,
            std::uint32_t threshold, float scale, std::uintptr_t stream) {
-            ekdaa::launch_fc_fwd(ptr<const float>(z), ptr<const float>(w), ptr<const float>(b), ptr<float>(h),
-                                 ptr<float>(out), N, F_in, F_out, act, apply_activation,
-                                 dropout_of("fc_fwd", key, threshold, scale), stream_of(stream));
+            ekdaa::launch_fc_fwd_v1(ptr<const float>(z), ptr<const float>(w), ptr<const float>(b), ptr<float>(h),
+                                    ptr<float>(out), N, F_in, F_out, act, apply_activation,
+                                    dropout_of("fc_fwd", key, threshold, scale), stream_of(stream));
         },
         py::arg("z"), py::arg("w"), py::arg("b"), py::arg("h"), py::arg("out"), py::arg("N"), py::arg("F_in"),
         py::arg("F_out"), py::arg("act"), py::arg("apply_activation"), py::arg("key"), py::arg("threshold"),
         py::arg("scale"), py::arg("stream"),
-        "h = z·Wᵀ + b, out = φ(h)·m/(1−p) (raw launcher; b = 0 for no bias). Use ekdaa_cuda.ops.fc.fc_fwd.");
+        "fc_fwd's first kernel (benchmark-only; raw launcher). Use ekdaa_cuda.ops.fc.fc_fwd(version=1).");
     m.def(
         "fc_proj",
         [](std::uintptr_t e, std::uintptr_t weight, std::uintptr_t d, std::int64_t N, std::int64_t F_in,

@@ -16,8 +16,10 @@
 //
 // The matrix products share one plain shared-memory tiled GEMM (tile_gemm): one output per
 // thread, 16×16 tiles, k summed in ascending order — deterministic, and exact for small
-// integer inputs. Test: `pytest tests/gpu/test_ops_fc.py` (the CPU simulator, and the GPU when
-// there is one). No benchmark yet.
+// integer inputs. fc_fwd (v2) has its own split-K GEMM (fc_fwd_splitk_kernel: 4×4 outputs a
+// thread, K cut across blocks, finished by the last block of each tile); tile_gemm's fc_fwd_kernel
+// stays as v1 for bench/micro.py. Test: `pytest tests/gpu/test_ops_fc.py` (the CPU simulator, and
+// the GPU when there is one).
 #include <algorithm>
 #include <initializer_list>
 #include <string>
@@ -74,6 +76,28 @@ dim3 gemm_grid(const char* op, int64_t rows, int64_t cols) {
     return dim3(ceil_div(cols, kTile), ceil_div(rows, kTile));
 }
 
+// The finish of a grid whose blocks each leave a partial result in global memory and whose last
+// block combines them (fc_fwd's K splits of one tile, fc_softmax_error's row blocks). Every thread
+// of a 1-D block calls it once its partials are stored: the stores are fenced device-wide, thread 0
+// takes an integer ticket, and the block that takes the last of `arrivals` tickets gets true (in
+// every thread), after resetting the ticket to 0 for the next launch; its loads that follow see
+// the other blocks' partials. The combining block then sums them in a fixed order, so the result
+// does not depend on which block came last (no float atomics).
+__device__ bool last_to_arrive(unsigned int* ticket, unsigned int arrivals) {
+    __shared__ bool last;
+    __threadfence();  // this thread's partials are visible device-wide before the ticket is taken
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(ticket, 1u) == arrivals - 1;
+        if (last) {
+            *ticket = 0u;
+            __threadfence();  // acquire: the partials stored before the other tickets are seen
+        }
+    }
+    __syncthreads();
+    return last;
+}
+
 __global__ void fc_fwd_kernel(const float* __restrict__ z,  // [N, F_in]
                               const float* __restrict__ w,  // [F_out, F_in]
                               const float* __restrict__ b,  // [F_out] or nullptr
@@ -89,6 +113,171 @@ __global__ void fc_fwd_kernel(const float* __restrict__ z,  // [N, F_in]
     h[idx] = hv;
     const float a = apply_activation ? activate<float>(act, hv) : hv;
     out[idx] = a * dropout_factor(dropout, static_cast<uint32_t>(idx));
+}
+
+// fc_fwd v2: split-K register-blocked GEMM. A block owns a kFwdBM × kFwdBN tile of h (rows n,
+// columns f) and the K range of 32-wide steps [s·steps/splits, (s+1)·steps/splits) of its split s;
+// blockIdx.x = s·tiles + tile. Each step stages z[m0.., k0..k0+31] and W[n0.., k0..k0+31] in shared
+// memory (double-buffered: the next step's global loads are in registers during this step's FMAs,
+// one barrier a step); kFwdGroups depth groups of 64 threads take 8 consecutive k each, a thread
+// accumulating 4 × 4 outputs (rows tm + 8i, columns tn + 8j) from float4 reads along k. The groups'
+// tiles are summed in group order through shared memory; with one split the block applies the
+// epilogue itself, else it stores its tile to partials[tile][s] and the last block of the tile to
+// arrive (last_to_arrive) sums the splits' tiles in split order and applies it. Summation order is
+// fixed (k ascending within a group's 8, groups, then splits in order): bitwise reproducible.
+constexpr int kFwdBM = 32;                // output tile rows (batch)
+constexpr int kFwdBN = 32;                // output tile columns (features)
+constexpr int kFwdGroups = 4;             // depth groups of 64 threads
+constexpr int kFwdBK = 8 * kFwdGroups;    // k per step
+constexpr int kFwdThreads = 64 * kFwdGroups;
+constexpr int kFwdPitch = kFwdBK + 4;     // staged row pitch: float4-aligned, conflict-free (see below)
+constexpr int kFwdTileFloats = kFwdBM * kFwdBN;
+constexpr int kFwdTargetBlocks = 264;     // two blocks per SM of a 132-SM H100/H200
+constexpr int kFwdMinSteps = 4;           // steps a split keeps at least (128 k), when splits are chosen
+constexpr int kFwdMaxSplits = 64;         // bounds the last block's partial sum
+
+struct FcFwdPlan {
+    int tiles_n;  // column tiles, ceil(F_out / kFwdBN)
+    int tiles;    // row tiles × column tiles
+    int splits;   // K ranges
+    int steps;    // ceil(F_in / kFwdBK)
+};
+
+__global__ void __launch_bounds__(kFwdThreads, 2)
+    fc_fwd_splitk_kernel(const float* __restrict__ z,        // [N, F_in]
+                         const float* __restrict__ w,        // [F_out, F_in]
+                         const float* __restrict__ b,        // [F_out] or nullptr
+                         float* __restrict__ h,              // [N, F_out]
+                         float* __restrict__ out,            // [N, F_out]
+                         float* __restrict__ partials,       // [tiles, splits, kFwdTileFloats]; splits > 1
+                         unsigned int* __restrict__ tickets, // [tiles], 0 between launches; splits > 1
+                         int N, int F_in, int F_out, FcFwdPlan plan, int act, bool apply_activation,
+                         Dropout dropout) {
+    // Row pitch kFwdPitch = 36 floats: a loader warp stores 32 consecutive k of one row (32 banks);
+    // a warp's float4 reads take rows tm + 8i with tm = 0..3 (A) or tn + 8j with tn = 0..7 (B) at
+    // one kk, 36 floats apart, i.e. in distinct 4-bank groups: one wavefront per read.
+    __shared__ __align__(16) float as[2][kFwdBM][kFwdPitch];            // as[buf][m][kk] = z[m0 + m, k0 + kk]
+    __shared__ __align__(16) float bs[2][kFwdBN][kFwdPitch];            // bs[buf][c][kk] = W[n0 + c, k0 + kk]
+    __shared__ __align__(16) float group_sum[kFwdGroups][kFwdBM][kFwdBN];  // each depth group's tile
+    const int tid = threadIdx.x;
+    const int split = blockIdx.x / plan.tiles, tile = blockIdx.x - split * plan.tiles;
+    const int tile_m = tile / plan.tiles_n;
+    const int m0 = tile_m * kFwdBM, n0 = (tile - tile_m * plan.tiles_n) * kFwdBN;
+    const int s_begin = static_cast<int>((long long)split * plan.steps / plan.splits);
+    const int s_end = static_cast<int>((long long)(split + 1) * plan.steps / plan.splits);
+
+    // Loader: rows lrow + 8i (i < 4) of each staged tile, depth index `lane` of a step; a row past
+    // the matrix loads zeros (its offset stays 0 and is never read).
+    const int lane = tid & 31, lrow = tid >> 5;
+    int a_off[4], b_off[4];
+    unsigned int a_ok = 0, b_ok = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + lrow + 8 * i, f = n0 + lrow + 8 * i;
+        a_off[i] = m < N ? m * F_in : 0;
+        b_off[i] = f < F_out ? f * F_in : 0;
+        a_ok |= (m < N ? 1u : 0u) << i;
+        b_ok |= (f < F_out ? 1u : 0u) << i;
+    }
+    float ra[4], rb[4];  // the next step's staged values
+    auto load = [&](int k0) {
+        const int k = k0 + lane;
+        const bool k_ok = k < F_in;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            ra[i] = k_ok && ((a_ok >> i) & 1u) ? z[a_off[i] + k] : 0.0f;
+            rb[i] = k_ok && ((b_ok >> i) & 1u) ? w[b_off[i] + k] : 0.0f;
+        }
+    };
+    auto stage = [&](int buf) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            as[buf][lrow + 8 * i][lane] = ra[i];
+            bs[buf][lrow + 8 * i][lane] = rb[i];
+        }
+    };
+
+    // Compute: depth group g, outputs (tm + 8i, tn + 8j).
+    const int g = tid >> 6, tm = (tid >> 3) & 7, tn = tid & 7;
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+    int k0 = s_begin * kFwdBK, buf = 0;
+    if (s_begin < s_end) {
+        load(k0);
+        stage(0);
+    }
+    __syncthreads();
+    for (int s = s_begin; s < s_end; ++s) {
+        const bool more = s + 1 < s_end;
+        k0 += kFwdBK;
+        if (more) load(k0);
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+            const int kk = 8 * g + 4 * q;
+            float4 av[4], bv[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                av[i] = *reinterpret_cast<const float4*>(&as[buf][tm + 8 * i][kk]);
+                bv[i] = *reinterpret_cast<const float4*>(&bs[buf][tn + 8 * i][kk]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    float c = acc[i][j];
+                    c += av[i].x * bv[j].x;
+                    c += av[i].y * bv[j].y;
+                    c += av[i].z * bv[j].z;
+                    c += av[i].w * bv[j].w;
+                    acc[i][j] = c;
+                }
+        }
+        if (more) stage(buf ^ 1);
+        __syncthreads();
+        buf ^= 1;
+    }
+
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) group_sum[g][tm + 8 * i][tn + 8 * j] = acc[i][j];
+    __syncthreads();
+    // From here thread tid owns the 4 outputs (r, c..c+3) of the tile.
+    const int r = tid >> 3, c = (tid & 7) * 4;
+    float4 v = *reinterpret_cast<const float4*>(&group_sum[0][r][c]);
+#pragma unroll
+    for (int q = 1; q < kFwdGroups; ++q) {
+        const float4 p = *reinterpret_cast<const float4*>(&group_sum[q][r][c]);
+        v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
+    }
+    if (plan.splits > 1) {
+        float* tile_partials = partials + tile * plan.splits * kFwdTileFloats + tid * 4;
+        *reinterpret_cast<float4*>(tile_partials + split * kFwdTileFloats) = v;
+        if (!last_to_arrive(tickets + tile, static_cast<unsigned int>(plan.splits))) return;
+        v = *reinterpret_cast<const float4*>(tile_partials);
+#pragma unroll 8
+        for (int q = 1; q < plan.splits; ++q) {  // unrolled: 8 loads in flight, still added in split order
+            const float4 p = *reinterpret_cast<const float4*>(tile_partials + q * kFwdTileFloats);
+            v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
+        }
+    }
+    const int n = m0 + r;
+    if (n >= N) return;
+    const float sums[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        const int f = n0 + c + q;
+        if (f >= F_out) break;
+        const int idx = n * F_out + f;
+        const float hv = b != nullptr ? sums[q] + b[f] : sums[q];
+        h[idx] = hv;
+        const float a = apply_activation ? activate<float>(act, hv) : hv;
+        out[idx] = a * dropout_factor(dropout, static_cast<uint32_t>(idx));
+    }
 }
 
 // kErrorEpilogue = false: d = e·M. true: e_below = error_unit(h, d) · m/(1−p), d never stored.
@@ -235,9 +424,9 @@ constexpr int kSoftmaxRows = 16;  // rows of the output layer per block of fc_so
 // rows × C (k summed in ascending order, as tile_gemm), then one thread per row takes its
 // softmax, error, loss log(Σ exp(h − max)) − (h_y − max) and argmax (first maximum, as NumPy);
 // thread 0 sums the rows' losses (double) and counts in row order into the block's partials, and
-// the last block to finish (an integer ticket, no float atomics) sums the partials in block order
-// into stats: deterministic whatever the block schedule. A label outside [0, C) makes its row of
-// e and its loss NaN and is never correct. The last block resets the ticket for the next launch.
+// the last block to finish (last_to_arrive: an integer ticket, no float atomics) sums the partials
+// in block order into stats: deterministic whatever the block schedule. A label outside [0, C)
+// makes its row of e and its loss NaN and is never correct. The ticket is 0 again after the launch.
 __global__ void fc_softmax_error_kernel(const float* __restrict__ z,         // [N, F_in]
                                         const float* __restrict__ w,         // [C, F_in]
                                         const float* __restrict__ bias,      // [C] or nullptr
@@ -298,18 +487,15 @@ __global__ void fc_softmax_error_kernel(const float* __restrict__ z,         // 
         for (int r = 0; r < kSoftmaxRows; ++r) l += row_loss[r], hits += row_correct[r];
         partial_loss[blockIdx.x] = l;
         partial_correct[blockIdx.x] = hits;
-        __threadfence();  // the partials are visible device-wide before the ticket is taken
-        if (atomicAdd(ticket, 1u) == gridDim.x - 1) {
-            const volatile double* pl = partial_loss;
-            const volatile int* pc = partial_correct;
-            double total = 0.0;
-            int total_correct = 0;
-            for (unsigned int q = 0; q < gridDim.x; ++q) total += pl[q], total_correct += pc[q];
-            *loss = total;
-            *correct = total_correct;
-            *ticket = 0u;
-        }
     }
+    if (!last_to_arrive(ticket, gridDim.x) || threadIdx.x != 0) return;
+    const volatile double* pl = partial_loss;
+    const volatile int* pc = partial_correct;
+    double total = 0.0;
+    int total_correct = 0;
+    for (unsigned int q = 0; q < gridDim.x; ++q) total += pl[q], total_correct += pc[q];
+    *loss = total;
+    *correct = total_correct;
 }
 
 // Blocks for a grid-stride loop over `count` elements.
@@ -348,8 +534,71 @@ void require_layout(const char* op, int layout) {
 
 }  // namespace
 
-void launch_fc_fwd(const float* z, const float* w, const float* b, float* h, float* out, int64_t N, int64_t F_in,
-                   int64_t F_out, int act, bool apply_activation, Dropout dropout, cudaStream_t stream) {
+namespace {
+
+// fc_fwd v2's tiles and splits (see fc_fwd_splitk_kernel), with every size checked for its int32
+// index math; `splits` = 0 chooses, from the sizes only.
+FcFwdPlan plan_fc_fwd(const char* op, int64_t N, int64_t F_in, int64_t F_out, int64_t splits) {
+    require_sizes(op, {N, F_in, F_out});
+    const auto fits = [&](const char* what, int64_t value) {
+        require(value <= INT32_MAX, op, std::string(what) + " must fit in int32, got " + std::to_string(value));
+    };
+    fits("N·F_in", N * F_in);  // products of sizes below 2^31 each: no int64 overflow
+    fits("F_out·F_in", F_out * F_in);
+    fits("N·F_out", N * F_out);
+    fits("F_in + 64", F_in + 2 * kFwdBK);  // k0 + lane runs a step past the last
+    const int64_t tiles_n = (F_out + kFwdBN - 1) / kFwdBN;
+    const int64_t tiles = (N + kFwdBM - 1) / kFwdBM * tiles_n;
+    const int64_t steps = (F_in + kFwdBK - 1) / kFwdBK;
+    if (splits == 0) {
+        const int64_t want = (kFwdTargetBlocks + tiles - 1) / std::max<int64_t>(tiles, 1);
+        splits = std::max<int64_t>(1, std::min({want, steps / kFwdMinSteps, int64_t(kFwdMaxSplits)}));
+    } else {
+        require(splits >= 1 && splits <= std::max<int64_t>(steps, 1), op,
+                "splits must be 0 (chosen) or in [1, ceil(F_in / 32) = " + std::to_string(std::max<int64_t>(steps, 1)) +
+                    "], got " + std::to_string(splits));
+    }
+    fits("blocks (tiles·splits)", tiles * splits);
+    if (splits > 1) fits("workspace floats (tiles·splits·1024)", tiles * splits * kFwdTileFloats);
+    return FcFwdPlan{int(tiles_n), int(tiles), int(splits), int(steps)};
+}
+
+}  // namespace
+
+FcFwdSizes fc_fwd_sizes(int64_t N, int64_t F_in, int64_t F_out, int64_t splits) {
+    const FcFwdPlan p = plan_fc_fwd("fc_fwd", N, F_in, F_out, splits);
+    const int64_t tickets = p.splits > 1 ? p.tiles : 0;
+    return FcFwdSizes{p.splits, tickets * p.splits * kFwdTileFloats, tickets};
+}
+
+void launch_fc_fwd(const float* z, const float* w, const float* b, float* h, float* out, float* partials,
+                   unsigned int* tickets, int64_t partial_floats, int64_t ticket_count, int64_t N, int64_t F_in,
+                   int64_t F_out, int act, bool apply_activation, Dropout dropout, int64_t splits,
+                   cudaStream_t stream) {
+    const char* op = "fc_fwd";
+    require_act(op, act);
+    const FcFwdPlan p = plan_fc_fwd(op, N, F_in, F_out, splits);
+    if (N == 0 || F_out == 0) return;
+    require_dropout_range(op, dropout, N * F_out);
+    if (p.splits > 1) {
+        const int64_t floats = int64_t(p.tiles) * p.splits * kFwdTileFloats;
+        require(partials != nullptr && partial_floats >= floats, op,
+                "workspace partials hold " + std::to_string(partials == nullptr ? 0 : partial_floats) +
+                    " floats, " + std::to_string(p.splits) + " splits need " + std::to_string(floats) +
+                    " (fc_fwd_sizes)");
+        require(reinterpret_cast<std::uintptr_t>(partials) % 16 == 0, op,
+                "workspace partials must be 16-byte aligned (float4 stores)");
+        require(tickets != nullptr && ticket_count >= p.tiles, op,
+                "workspace tickets hold " + std::to_string(tickets == nullptr ? 0 : ticket_count) + ", " +
+                    std::to_string(p.splits) + " splits need " + std::to_string(p.tiles) + " (fc_fwd_sizes)");
+    }
+    fc_fwd_splitk_kernel<<<static_cast<unsigned int>(p.tiles * p.splits), kFwdThreads, 0, stream>>>(
+        z, w, b, h, out, partials, tickets, int(N), int(F_in), int(F_out), p, act, apply_activation, dropout);
+    CUDA_CHECK_LAUNCH(op, stream);
+}
+
+void launch_fc_fwd_v1(const float* z, const float* w, const float* b, float* h, float* out, int64_t N, int64_t F_in,
+                      int64_t F_out, int act, bool apply_activation, Dropout dropout, cudaStream_t stream) {
     const char* op = "fc_fwd";
     require_sizes(op, {N, F_in, F_out});
     require_act(op, act);

@@ -47,14 +47,45 @@ EKDAA_HD float error_unit(int rule, int act, float h, float d, float beta) {
     return rule == kRuleBp ? d * activation_derivative<float>(act, h) : target_error<float>(act, h, d, beta);
 }
 
+// How launch_fc_fwd (v2) splits its work for given sizes: 32 × 32 output tiles, K = F_in cut into
+// `splits` ranges of 32-wide steps, one block per (tile, range); with splits > 1 the blocks' partial
+// tiles go to a workspace of `floats` floats and `tickets` counters (the last block of a tile sums
+// them in range order).
+struct FcFwdSizes {
+    int64_t splits;   // K ranges (1: no workspace)
+    int64_t floats;   // partials: [tiles, splits, 32·32], 0 when splits = 1
+    int64_t tickets;  // one per tile, 0 when splits = 1
+};
+
+// The plan of launch_fc_fwd for these sizes; `splits` = 0 lets the launcher choose (from the sizes
+// only: about 264 blocks, two per SM of a 132-SM H100/H200), else 1 <= splits <= ceil(F_in / 32)
+// forces it (tests, benchmarks). Throws std::invalid_argument on sizes it cannot run.
+FcFwdSizes fc_fwd_sizes(int64_t N, int64_t F_in, int64_t F_out, int64_t splits);
+
 // h = z·Wᵀ + b; out = (apply_activation ? φ(h) : h) · m/(1−p), m from `dropout` at index n·F_out + f.
-void launch_fc_fwd(const float* z,  // [N, F_in]
-                   const float* w,  // [F_out, F_in]
-                   const float* b,  // [F_out], or nullptr for no bias
-                   float* h,        // [N, F_out]
-                   float* out,      // [N, F_out]
-                   int64_t N, int64_t F_in, int64_t F_out, int act, bool apply_activation, Dropout dropout,
-                   cudaStream_t stream);
+// v2: one launch of a register-blocked split-K GEMM (fc_fwd_sizes); a tile's partials are summed in
+// range order by the last of its blocks to arrive (an integer ticket, no float atomics), so h is
+// bitwise the same whatever the block schedule. The workspace is scratch except the tickets, which
+// must be 0 before the launch and are 0 again after it (as every launch leaves them).
+void launch_fc_fwd(const float* z,         // [N, F_in]
+                   const float* w,         // [F_out, F_in]
+                   const float* b,         // [F_out], or nullptr for no bias
+                   float* h,               // [N, F_out]
+                   float* out,             // [N, F_out]
+                   float* partials,        // [partial_floats] >= fc_fwd_sizes(...).floats, 16-byte aligned
+                   unsigned int* tickets,  // [ticket_count] >= fc_fwd_sizes(...).tickets, all 0
+                   int64_t partial_floats, int64_t ticket_count, int64_t N, int64_t F_in, int64_t F_out, int act,
+                   bool apply_activation, Dropout dropout, int64_t splits, cudaStream_t stream);
+
+// The same outputs by the first kernel (one output per thread, 16 × 16 tiles, K summed serially in
+// one block): benchmark-only (bench/micro.py), equal to v2 bitwise on integer-valued inputs.
+void launch_fc_fwd_v1(const float* z,  // [N, F_in]
+                      const float* w,  // [F_out, F_in]
+                      const float* b,  // [F_out], or nullptr for no bias
+                      float* h,        // [N, F_out]
+                      float* out,      // [N, F_out]
+                      int64_t N, int64_t F_in, int64_t F_out, int act, bool apply_activation, Dropout dropout,
+                      cudaStream_t stream);
 
 // d = e·W (layout kOutIn) or d = e·Eᵀ (layout kInOut).
 void launch_fc_proj(const float* e,       // [N, F_out]

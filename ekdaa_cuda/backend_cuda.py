@@ -58,6 +58,7 @@ class CudaBackend:
         self._update_buffers: dict = {}
         self._workspaces: dict = {}  # layer name -> ((z shape, pooled), the filter update's split-K scratch)
         self._softmax_workspace = None  # fc_softmax_error's partials and ticket, for the largest batch yet
+        self._fwd_workspaces: dict = {}  # FC layer name -> (z shape, fc_fwd's split-K partials and tickets)
         self._plans: dict = {}  # batch size -> StepPlan
         self.replay = True  # False: every training step runs eagerly through the checked ops (tests)
 
@@ -112,8 +113,12 @@ class CudaBackend:
 
     def fc_fwd(self, z, w, b, block, apply_activation: bool, key, training: bool):
         p, k = self._dropout(block, key)
+        shape, ws = self._fwd_workspaces.get(block.name, (None, None))
+        if shape != z.shape:  # a recorded step keeps the workspace it was recorded with
+            ws = fc_ops.fc_fwd_workspace(z, w.shape[0], device=self.device)
+            self._fwd_workspaces[block.name] = (z.shape, ws)
         h, out = fc_ops.fc_fwd(z, w, b, activation=block.activation, apply_activation=apply_activation,
-                               dropout=p, dropout_key=k, device=self.device)
+                               dropout=p, dropout_key=k, workspace=ws, device=self.device)
         return out, {"z": z, "h": h, "dropout": p, "key": k}
 
     def output_fwd(self, z, w, b, labels=None):

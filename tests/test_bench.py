@@ -295,7 +295,8 @@ def _sim_ext(bug=None):
                              conv_filter_update_pooled=conv.conv_filter_update_pooled,
                              conv_filter_update_pooled_workspace=conv.conv_filter_update_pooled_workspace),
         fc=SimpleNamespace(error_epilogue=fc.error_epilogue, fc_proj=fc.fc_proj, fc_error_proj=fc.fc_error_proj,
-                           fc_fwd=fc.fc_fwd, softmax_error=fc.softmax_error, fc_update=fc_update),
+                           fc_fwd=fc.fc_fwd, fc_fwd_workspace=fc.fc_fwd_workspace, softmax_error=fc.softmax_error,
+                           fc_update=fc_update),
         optim=optim,
     )
 
@@ -356,7 +357,7 @@ def test_micro_cli_without_gpu(tmp_path):
                        "--budget-s", "0", "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows[0]["type"] == "env" and rows[0]["ekdaa_side"].startswith("no CUDA")
-    assert [r["op"] for r in rows[1:]] == ["fc_fwd", "fc_fwd", "optimizer", "optimizer"]
+    assert [r["op"] for r in rows[1:]] == ["fc_fwd"] * 4 + ["optimizer"] * 2  # fc1, out: v2 and v1 each
     assert all(r["status"] == "unavailable" and r["torch_ms"] > 0 for r in rows[1:])
 
 

@@ -451,3 +451,19 @@ def test_filter_update_plan_matches_the_launcher(shape, bias, pooled):
     assert cols == c_in * k * k + bias and 1 <= splits and tiles >= 1
     floats = _sim.conv_filter_update_pooled_workspace_floats if pooled else _sim.conv_filter_update_workspace_floats
     assert splits * c_out * cols == floats(n, c_in, c_out, h, w, k, bias)
+
+
+@pytest.mark.parametrize("shape", [(50, 6272, 128), (1, 6272, 1), (50, 128, 10), (1024, 3136, 256), (1, 1, 1),
+                                   (33, 1 << 20, 1), (7, 0, 5)])
+def test_fc_fwd_plan_matches_the_launcher(shape):
+    """The model's fc_fwd v2 plan (_fc_fwd_plan) is the launcher's: same splits and workspace size."""
+    from ekdaa_cuda._device import sim_available
+
+    if not sim_available():
+        pytest.skip("needs ekdaa_cuda._sim (the launcher's plan)")
+    from ekdaa_cuda import _sim
+
+    n, f_in, f_out = shape
+    tiles, splits = sr._fc_fwd_plan(dict(n=n, f_in=f_in, f_out=f_out))
+    assert _sim.fc_fwd_sizes(n, f_in, f_out, 0) == (splits, tiles * splits * 1024 if splits > 1 else 0,
+                                                    tiles if splits > 1 else 0)

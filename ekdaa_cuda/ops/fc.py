@@ -2,7 +2,8 @@
 
 SPEC.md equations, with z, h, e, d of shape [N, F] and W [F_out, F_in] (PyTorch layout):
 
-- ``fc_fwd``: h = z Wᵀ + b, out = φ(h) ⊙ m/(1−p) (eq. 3–4 with inverted dropout);
+- ``fc_fwd``: h = z Wᵀ + b, out = φ(h) ⊙ m/(1−p) (eq. 3–4 with inverted dropout), a split-K GEMM
+  with its scratch from ``fc_fwd_workspace``;
 - ``fc_proj``: d = e W (``weight_layout="out_in"``: BP, FA's B) or d = e Eᵀ with the error
   weights E stored [F_in, F_out] (``"in_out"``: EKDAA's d_{l-1} = e_l E_l);
 - ``fc_error_proj``: the projection fused with the error of the layer below,
@@ -44,15 +45,64 @@ from ._check import (
 LAYOUT_CODES = {"out_in": 0, "in_out": 1}  # csrc/fc.h WeightLayout
 
 
+def fc_fwd_workspace(z, f_out, *, splits=None, device=None):
+    """The scratch of ``fc_fwd`` (version 2) for inputs shaped like z [N, F_in] and f_out features:
+    (partials float32 [floats], tickets uint32 [tiles] = 0), both empty when the plan does not
+    split K. ``splits`` as for ``fc_fwd``. Reusable by every later call with the same sizes and
+    splits (each call leaves the tickets at 0): keep one per layer."""
+    op = "fc_fwd_workspace"
+    dev = resolve_device(op, device, "z", z)
+    _check.check_array(dev, op, "z", z, "float32", ("N", "F_in"))
+    _, floats, tickets = _fwd_sizes(dev, op, *z.shape, f_out, splits)
+    xp = dev.xp
+    return xp.empty(floats, dtype="float32"), xp.zeros(tickets, dtype="uint32")
+
+
+def _splits_arg(op: str, splits) -> int:
+    """The launchers' splits argument: 0 (chosen from the sizes) for None, else a positive int."""
+    if splits is None:
+        return 0
+    if isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
+        raise ValueError(f"{op}: splits must be None or a positive int, got {splits!r}")
+    return splits
+
+
+def _fwd_sizes(dev, op: str, n, f_in, f_out, splits) -> tuple[int, int, int]:
+    """(splits, partial floats, tickets) of fc_fwd v2 (``splits`` None: chosen by the launcher)."""
+    return tuple(int(v) for v in dev.ext.fc_fwd_sizes(int(n), int(f_in), int(f_out), _splits_arg(op, splits)))
+
+
 def fc_fwd(
-    z, w, b=None, *, activation="tanh", apply_activation=True, dropout=0.0, dropout_key=0, out=None, device=None
+    z,
+    w,
+    b=None,
+    *,
+    activation="tanh",
+    apply_activation=True,
+    dropout=0.0,
+    dropout_key=0,
+    out=None,
+    workspace=None,
+    splits=None,
+    version=2,
+    device=None,
 ):
     """h = z Wᵀ + b and out = (φ(h) if apply_activation else h) ⊙ m/(1−p). Returns (h, out).
 
     z [N, F_in], w [F_out, F_in], b [F_out] or None; ``out`` = optional (h, out) to write into.
+    One launch of a split-K GEMM: 32 x 32 output tiles, K = F_in cut across blocks when the tiles
+    alone would leave the GPU idle, each tile finished by the last of its blocks in a fixed order
+    (bitwise reproducible). ``workspace`` = ``fc_fwd_workspace(z, F_out, splits=splits)``
+    (allocated when None; its tickets must be 0, as every call leaves them); ``splits`` forces the
+    number of K ranges (1 .. ceil(F_in / 32); tests, benchmarks). ``version=1`` is benchmark-only:
+    the first kernel (one output per thread, 16 x 16 tiles), kept for bench/micro.py.
     """
     op = "fc_fwd"
     dev = resolve_device(op, device, "z", z)
+    if version not in (1, 2):
+        raise ValueError(f"{op}: version must be 2 (or 1, benchmark-only), got {version!r}")
+    if version == 1 and (workspace is not None or splits is not None):
+        raise ValueError(f"{op}: workspace and splits apply to version 2 only")
     act = activation_code(op, activation)
     _check.check_array(dev, op, "w", w, "float32", ("F_out", "F_in"))
     f_out, f_in = w.shape
@@ -64,24 +114,21 @@ def fc_fwd(
     h_out, z_out = output_arrays(op, out, 2)
     h = output_array(dev, op, "out[0] (h)", h_out, ("N", "F_out"), (n, f_out))
     a = output_array(dev, op, "out[1] (out)", z_out, ("N", "F_out"), (n, f_out))
-    dev.launch(
-        op,
-        "fc_fwd",
-        dev.ptr(z),
-        dev.ptr(w),
-        address(dev, b),
-        dev.ptr(h),
-        dev.ptr(a),
-        n,
-        f_in,
-        f_out,
-        act,
-        bool(apply_activation),
-        key,
-        threshold,
-        scale,
-        dev.stream(),
-    )
+    head = (dev.ptr(z), dev.ptr(w), address(dev, b), dev.ptr(h), dev.ptr(a))
+    tail = (n, f_in, f_out, act, bool(apply_activation), key, threshold, scale)
+    if version == 1:
+        dev.launch(op, "fc_fwd_v1", *head, *tail, dev.stream())
+        return h, a
+    splits_arg = _splits_arg(op, splits)
+    if workspace is None:
+        workspace = fc_fwd_workspace(z, f_out, splits=splits, device=dev)
+    if not isinstance(workspace, (tuple, list)) or len(workspace) != 2:
+        raise ValueError(f"{op}: workspace must be fc_fwd_workspace(...)'s (partials, tickets), got {workspace!r}")
+    partials, tickets = workspace
+    _check.check_array(dev, op, "workspace (partials)", partials, "float32", ("floats",))
+    _check.check_array(dev, op, "workspace (tickets)", tickets, "uint32", ("tiles",))
+    dev.launch(op, "fc_fwd", *head, dev.ptr(partials), dev.ptr(tickets), int(partials.size), int(tickets.size),
+               *tail, splits_arg, dev.stream())
     return h, a
 
 

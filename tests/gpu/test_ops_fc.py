@@ -165,6 +165,175 @@ def test_fc_fwd_dropout_without_activation(xp, fc, rng):
     np.testing.assert_array_equal(host(out), host(h).astype(np.float64) * mask)
 
 
+# ---------------------------------------------------------------- fc_fwd v2 (split-K)
+
+FWD_TILE = 32  # csrc/fc.cu kFwdBM = kFwdBN: fc_fwd v2's output tile; K steps of 32
+FWD_N = (1, 2, 7, 31, FWD_TILE + 1, 50, 97)
+FWD_F_IN = (1, 97, 6272)  # 6272: the fmnist preset's fc1
+FWD_F_OUT = (1, 10, 17, 128)
+FWD_SHAPES = [(50, 6272, 128), (1, 6272, 1), (FWD_TILE + 1, 6272, 17), (2, 97, 10), (97, 1, 128), (1, 1, 1)]
+
+
+def fwd_shape(rng, shape):
+    if shape is not None:
+        return shape
+    return tuple(int(rng.choice(choices)) for choices in (FWD_N, FWD_F_IN, FWD_F_OUT))
+
+
+def fwd_splits(f_in, which):
+    """None (chosen), 1, or the most the launcher accepts (one 32-wide K step per split)."""
+    return {"chosen": None, "one": 1, "most": max(1, -(-f_in // FWD_TILE))}[which]
+
+
+@pytest.mark.parametrize("shape", FWD_SHAPES + [None] * 4, ids=shape_id)
+@pytest.mark.parametrize("which", ["chosen", "one", "most"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fc_fwd_v2_exact_and_equal_to_v1(device, xp, fc, rng, shape, which, bias):
+    """Integer z, W, b: every partial sum is exact (|h| <= 9·6272 + 3 < 2^24), so h equals the float64
+    reference and v1 bitwise whatever the splits; the workspace's partials start poisoned (NaN)."""
+    n, f_in, f_out = fwd_shape(rng, shape)
+    splits = fwd_splits(f_in, which)
+    z, w, b = ints(rng, (n, f_in)), ints(rng, (f_out, f_in)), ints(rng, (f_out,)) if bias else None
+    zd, wd, bd = xp.array(z), xp.array(w), None if b is None else xp.array(b)
+    partials, tickets = fc.fc_fwd_workspace(zd, f_out, splits=splits)
+    partials[...] = np.nan
+    h, out = fc.fc_fwd(zd, wd, bd, activation="tanh", apply_activation=False, workspace=(partials, tickets),
+                       splits=splits, out=(poison(xp, (n, f_out)), poison(xp, (n, f_out))))
+    want = reference.linear(z.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64))
+    np.testing.assert_array_equal(host(h), want)
+    np.testing.assert_array_equal(host(out), want)
+    assert not host(tickets).any(), "the tickets must be back to 0 after the launch"
+    h1, _ = fc.fc_fwd(zd, wd, bd, apply_activation=False, version=1)
+    assert host(h1).tobytes() == host(h).tobytes()
+
+
+def test_fc_fwd_v2_plan(device):
+    """The chosen splits: ~264 blocks where K allows (fmnist fc1 at batch 50: 8 tiles x 33 splits),
+    at least 4 steps of 32 a split, at most 64; one split (no workspace) for a wide output or short K."""
+    sizes = device.ext.fc_fwd_sizes
+    assert tuple(sizes(50, 6272, 128, 0)) == (33, 8 * 33 * 1024, 8)
+    assert tuple(sizes(1, 6272, 1, 0)) == (49, 49 * 1024, 1)  # 196 steps / 4
+    assert tuple(sizes(1, 1 << 20, 1, 0)) == (64, 64 * 1024, 1)
+    assert tuple(sizes(512, 6272, 512, 0)) == (2, 256 * 2 * 1024, 256)
+    assert tuple(sizes(50, 100, 128, 0)) == (1, 0, 0)  # 4 steps: one split
+    assert tuple(sizes(50, 0, 128, 0)) == (1, 0, 0)
+    assert tuple(sizes(50, 6272, 128, 196)) == (196, 8 * 196 * 1024, 8)
+
+
+@pytest.mark.parametrize("activation", reference.ACTIVATIONS)
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("which", ["one", "most"])
+def test_fc_fwd_v2_activation_dropout(device, xp, fc, rng, activation, p, which):
+    """As test_fc_fwd_activation_dropout, with the epilogue run by a tile's last block (many splits)."""
+    n, f_in, f_out = int(rng.choice(FWD_N)), int(rng.choice((97, 6272))), int(rng.choice(FWD_F_OUT))
+    z, w, b = ints(rng, (n, f_in)), ints(rng, (f_out, f_in)) / 8, ints(rng, (f_out,)) / 8
+    key, mask, scale = dropout_setup(rng, (n, f_out), p)
+    h, out = fc.fc_fwd(xp.array(z), xp.array(w), xp.array(b), activation=activation, dropout=p, dropout_key=key,
+                       splits=fwd_splits(f_in, which), out=(poison(xp, (n, f_out)), poison(xp, (n, f_out))))
+    h_ref = reference.linear(z.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    np.testing.assert_array_equal(host(h), h_ref)
+    want = reference.activate(activation, h_ref) * mask
+    got = host(out)
+    assert np.all(got[mask == 0] == 0), "dropped units must be exactly 0"
+    assert_within(got, want, 1e-6 * scale + 1e-6 * np.abs(want), f"fc_fwd out ({activation}, p={p})")
+
+
+def test_fc_fwd_v2_rounding_bound_and_reused_workspace(device, xp, fc, rng):
+    """Gaussian inputs: h within the worst-case float32 dot-product bound of the float64 reference for
+    any splits; repeated calls on one workspace (tickets reset by each launch) are bitwise equal, and
+    equal to a fresh workspace's."""
+    n, f_in, f_out = 50, 6272, 17
+    z = rng.standard_normal((n, f_in)).astype(np.float32)
+    w = rng.standard_normal((f_out, f_in)).astype(np.float32)
+    b = rng.standard_normal(f_out).astype(np.float32)
+    zd, wd, bd = xp.array(z), xp.array(w), xp.array(b)
+    z64, w64, b64 = z.astype(np.float64), w.astype(np.float64), b.astype(np.float64)
+    tol = (f_in + 1) * ULP * (np.abs(z64) @ np.abs(w64).T + np.abs(b64))
+    for splits in (None, 1, 7, 196):
+        ws = fc.fc_fwd_workspace(zd, f_out, splits=splits)
+        runs = [host(fc.fc_fwd(zd, wd, bd, activation="linear", workspace=ws, splits=splits)[0]) for _ in range(3)]
+        runs.append(host(fc.fc_fwd(zd, wd, bd, activation="linear", splits=splits)[0]))
+        assert all(r.tobytes() == runs[0].tobytes() for r in runs), f"splits={splits}: calls differ"
+        assert not host(ws[1]).any()
+        assert_within(runs[0], reference.linear(z64, w64, b64), tol, f"fc_fwd h (splits={splits})")
+
+
+def _fwd_call(fc, xp, **kwargs):
+    return fc.fc_fwd(f32(xp, 3, 1000), f32(xp, 40, 1000), **kwargs)
+
+
+def _fwd_workspace(fc, xp, floats=None, tickets=None, splits=7):
+    """A workspace for _fwd_call's sizes (3 x 1000 -> 40: 2 tiles, 32 steps, 8 splits chosen) with
+    ``splits``, resized on request."""
+    partials, ticket = fc.fc_fwd_workspace(f32(xp, 3, 1000), 40, splits=splits)
+    if floats is not None:
+        partials = xp.empty(floats, np.float32)
+    if tickets is not None:
+        ticket = xp.zeros(tickets, np.uint32)
+    return partials, ticket
+
+
+FWD_BAD_CASES = {
+    "partials short": (
+        lambda fc, xp: _fwd_call(fc, xp, splits=7, workspace=_fwd_workspace(fc, xp, floats=2 * 7 * 1024 - 1)),
+        r"^fc_fwd: workspace partials hold 14335 floats, 7 splits need 14336 \(fc_fwd_sizes\)",
+    ),
+    "tickets short": (
+        lambda fc, xp: _fwd_call(fc, xp, splits=7, workspace=_fwd_workspace(fc, xp, tickets=1)),
+        r"^fc_fwd: workspace tickets hold 1, 7 splits need 2",
+    ),
+    "workspace of fewer splits": (
+        lambda fc, xp: _fwd_call(fc, xp, workspace=_fwd_workspace(fc, xp, splits=1)),
+        r"^fc_fwd: workspace partials hold 0 floats, 8 splits need 16384",
+    ),
+    "partials misaligned": (
+        lambda fc, xp: _fwd_call(fc, xp, splits=2, workspace=(xp.empty(2 * 2 * 1024 + 1, np.float32)[1:],
+                                                              xp.zeros(2, np.uint32))),
+        r"^fc_fwd: workspace partials must be 16-byte aligned",
+    ),
+    "partials dtype": (
+        lambda fc, xp: _fwd_call(fc, xp, workspace=(xp.empty(4096, np.float64), xp.zeros(2, np.uint32))),
+        r"^fc_fwd: workspace \(partials\) must be float32",
+    ),
+    "tickets dtype": (
+        lambda fc, xp: _fwd_call(fc, xp, workspace=(xp.empty(4096, np.float32), xp.zeros(2, np.int32))),
+        r"^fc_fwd: workspace \(tickets\) must be uint32",
+    ),
+    "workspace not a pair": (
+        lambda fc, xp: _fwd_call(fc, xp, workspace=xp.empty(4096, np.float32)),
+        r"^fc_fwd: workspace must be fc_fwd_workspace\(...\)'s \(partials, tickets\)",
+    ),
+    "splits too many": (
+        lambda fc, xp: _fwd_call(fc, xp, splits=33),
+        r"^fc_fwd: splits must be 0 \(chosen\) or in \[1, ceil\(F_in / 32\) = 32\], got 33",
+    ),
+    "splits zero": (
+        lambda fc, xp: _fwd_call(fc, xp, splits=0),
+        r"^fc_fwd: splits must be None or a positive int, got 0",
+    ),
+    "splits bool": (lambda fc, xp: _fwd_call(fc, xp, splits=True), r"^fc_fwd: splits must be None or a positive int"),
+    "splits with v1": (lambda fc, xp: _fwd_call(fc, xp, splits=2, version=1), r"^fc_fwd: workspace and splits apply"),
+    "version 3": (lambda fc, xp: _fwd_call(fc, xp, version=3), r"^fc_fwd: version must be 2 \(or 1, benchmark-only\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(FWD_BAD_CASES))
+def test_fc_fwd_v2_bad_workspace_and_splits(xp, fc, case):
+    call, match = FWD_BAD_CASES[case]
+    with pytest.raises(ValueError, match=match):
+        call(fc, xp)
+
+
+def test_fc_fwd_v2_int32_limits(device):
+    """Sizes past v2's int32 index math are refused before any allocation, naming the quantity."""
+    with pytest.raises(ValueError, match=r"^fc_fwd: N·F_in must fit in int32, got 4294967296"):
+        device.ext.fc_fwd_sizes(1 << 16, 1 << 16, 1, 0)
+    with pytest.raises(ValueError, match=r"^fc_fwd: N·F_out must fit in int32, got 2147483648"):
+        device.ext.fc_fwd_sizes(1 << 16, 1, 1 << 15, 0)
+    with pytest.raises(ValueError, match=r"^fc_fwd: F_in \+ 64 must fit in int32"):
+        device.ext.fc_fwd_sizes(0, (1 << 31) - 1, 0, 0)
+
+
 # ---------------------------------------------------------------- fc_proj / fc_error_proj / error_epilogue
 
 
@@ -591,9 +760,9 @@ def test_arrays_of_another_device_than_named(device, xp, fc):
 
 
 def test_launcher_checks_surface_naming_the_op(xp, fc):
-    rows = 65535 * TILE + 1  # more output rows than the GEMM grid's y dimension covers
+    rows = 65535 * TILE + 1  # more output rows than v1's GEMM grid's y dimension covers
     with pytest.raises(ValueError, match=r"^fc_fwd: too many output rows for the grid"):
-        fc.fc_fwd(xp.zeros((rows, 1), np.float32), xp.zeros((1, 1), np.float32))
+        fc.fc_fwd(xp.zeros((rows, 1), np.float32), xp.zeros((1, 1), np.float32), version=1)
 
 
 SPECIAL = [0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0, 20.0, -20.0, 90.0, -90.0]  # ±0, ±tiny, saturating tanh/sigmoid

@@ -248,7 +248,7 @@ def test_launch_count():
 
 
 def test_package_kernel_runs_on_the_simulator(rng):
-    """fc_fwd (a real kernel of csrc/fc.cu, tile_gemm inside) through _sim's binding: exact on integers."""
+    """fc_fwd v1 (a real kernel of csrc/fc.cu, tile_gemm inside) through _sim's binding: exact on integers."""
     N, F_in, F_out = 19, 33, 17
     z = rng.integers(-3, 4, (N, F_in)).astype(np.float32)
     w = rng.integers(-3, 4, (F_out, F_in)).astype(np.float32)
@@ -260,7 +260,7 @@ def test_package_kernel_runs_on_the_simulator(rng):
             sim.set_schedule(name, seed)
             h = np.full((N, F_out), np.nan, np.float32)
             out = np.full((N, F_out), np.nan, np.float32)
-            sim.fc_fwd(addr(z), addr(w), addr(b), addr(h), addr(out), N, F_in, F_out, 3, False, 0, 0, 1.0, 0)
+            sim.fc_fwd_v1(addr(z), addr(w), addr(b), addr(h), addr(out), N, F_in, F_out, 3, False, 0, 0, 1.0, 0)
             results.append(h.copy())
     for h in results:
         np.testing.assert_array_equal(h, z @ w.T + b)
