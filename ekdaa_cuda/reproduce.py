@@ -360,14 +360,33 @@ def _fmt(mean, std) -> str:
     return "–" if mean is None else f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
+def trials_line(rows: dict) -> str:
+    """'3 trials per method (seeds 0..2)', or the trials of each row where they differ."""
+    seeds = {name: [run["seed"] for run in r["runs"]] for name, r in rows.items()}
+    if len({tuple(s) for s in seeds.values()}) == 1:
+        s = next(iter(seeds.values()))
+        span = f"seeds 0..{len(s) - 1}" if s == list(range(len(s))) else "seeds " + ",".join(map(str, s))
+        return f"{len(s)} trials per method ({span})"
+    counts = sorted({len(s) for s in seeds.values()})
+    return (f"{' or '.join(map(str, counts))} trials per method (seeds 0..n-1; each row's count in the runs "
+            "column)")
+
+
 def write_table2(out: Path, dataset: str, rows: dict, info: dict) -> None:
-    """Merge ``rows`` into ``out/table2.json`` and rewrite ``out/table2.md`` (atomic writes)."""
+    """Merge ``rows`` into ``out/table2.json`` and rewrite ``out/table2.md`` (atomic writes).
+
+    Rows of the same protocol (images, epochs, overrides, widths, literal) are merged per method, so
+    one table can hold rows with different trial counts (e.g. 3 trials per rule, 5 for the tuned rows)
+    written by separate calls; a call with another protocol replaces the dataset's rows."""
     path = out / "table2.json"
     table = json.loads(path.read_text()) if path.exists() else {}
-    table[dataset] = rows
-    atomic_write_json(path, table)
     info_path = out / "table2_info.json"
     infos = json.loads(info_path.read_text()) if info_path.exists() else {}
+    protocol = ("n_train", "n_test", "train_limit", "test_limit", "epochs", "overrides", "widths", "literal")
+    old = infos.get(dataset, {})
+    same = dataset in table and all(old.get(k) == json.loads(json.dumps(info.get(k))) for k in protocol)
+    table[dataset] = {**table[dataset], **rows} if same else dict(rows)
+    atomic_write_json(path, table)
     infos[dataset] = info
     atomic_write_json(info_path, infos)
     lines = ["# Table 2 reproduction", ""]
@@ -375,8 +394,7 @@ def write_table2(out: Path, dataset: str, rows: dict, info: dict) -> None:
         i = infos.get(ds, {})
         m = i.get("machine", {})
         lines += [f"## {ds}", "",
-                  f"{i.get('trials')} trials per method (seeds 0..{(i.get('trials') or 1) - 1}), "
-                  f"{i.get('epochs')} epochs, "
+                  f"{trials_line(ds_rows)}, {i.get('epochs')} epochs, "
                   f"{i.get('n_train')} training / {i.get('n_test')} test images"
                   + (" (**subset: not the paper's protocol**)" if i.get("train_limit") or i.get("test_limit") else "")
                   + f"; backend {m.get('backend')}, {m.get('cpu_count')} CPUs, {m.get('platform')}, "

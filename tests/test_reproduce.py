@@ -84,6 +84,16 @@ def test_table2_seeds_split_a_campaign_and_trials_tabulates_them(tmp_path, monke
     rows = rp.table2("fashion-mnist", methods="bp-tuned", trials=2, **kw)
     assert rows["bp-tuned"]["trials"] == 2 and [r["seed"] for r in rows["bp-tuned"]["runs"]] == [0, 1]
     assert rows["bp-tuned"]["settings"]["options"]["optimizer"] == "adam"
+    monkeypatch.undo()
+    # rows of one protocol merge per method, so one table holds rows with different trial counts ...
+    rp.table2("fashion-mnist", methods="bp", trials=1, **kw)
+    table = json.loads((tmp_path / "table2.json").read_text())["fashion-mnist"]
+    assert list(table) == ["bp-tuned", "bp"] and table["bp-tuned"]["trials"] == 2
+    assert "1 or 2 trials per method" in (tmp_path / "table2.md").read_text()
+    # ... and a call with another protocol replaces them
+    rp.table2("fashion-mnist", methods="bp", trials=1, **{**kw, "epochs": 2})
+    assert list(json.loads((tmp_path / "table2.json").read_text())["fashion-mnist"]) == ["bp"]
+    assert "1 trials per method (seeds 0..0), 2 epochs" in (tmp_path / "table2.md").read_text()
     for bad in ("", "1,x", [-1], [2, 2], [True]):
         with pytest.raises(ValueError, match="seeds"):
             rp.table2("fashion-mnist", methods="bp", seeds=bad, **kw)
