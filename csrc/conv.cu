@@ -777,6 +777,8 @@ void launch_igemm_tile(const ErrorProjArgs& a, const IgemmPlan& g, dim3 grid, cu
 // the walkers' advance per step (BK = 8·KS depth indices) is set here, from the tile.
 template <typename Args>
 void launch_igemm(const char* op, const Args& a, IgemmPlan g, int tile, cudaStream_t stream) {
+    require(g.k <= kIgemmMaxK, op, "kernel size k must be <= " + std::to_string(kIgemmMaxK) +
+                                       " (the implicit GEMM's tap masks), got " + std::to_string(g.k));
     if (tile < 0) tile = igemm_tile_for(g.rows, g.cols);
     require(tile < kIgemmTileCount, op, "tile must be -1 (by shape) or < " + std::to_string(kIgemmTileCount) +
                                             ", got " + std::to_string(tile));

@@ -29,8 +29,11 @@
 // thread t loads depth index t / (32/KS) of A for rows t % (32/KS) + (32/KS)·i (consecutive threads,
 // consecutive positions: coalesced) and depth index t % BK of B for columns t / BK + (256/BK)·i.
 // Each loader walks its depth index (s, ky, kx) by BK per step with one carry per digit
-// (IgemmPlan::adv_*) and decomposes its rows into (n, y, x) once before the K loop: no division or
-// modulo in the K loop, int32 index math (sizes checked by the launchers).
+// (IgemmPlan::adv_*) and decomposes its rows into (n, y, x) once before the K loop, keeping per row a
+// pointer and a mask of the taps inside the plane (k <= kIgemmMaxK): a load is then one offset, the
+// same for all of a thread's rows in a step, and one mask test. No division or modulo in the K loop,
+// int32 index math (sizes checked by the launchers); the K loop runs two steps per iteration, one per
+// shared-memory buffer.
 //
 // Zero padding: a tap outside the plane multiplies an explicit 0 (v1, the one-thread-per-output
 // kernels, skip it), so with a non-finite weight the two differ: 0·Inf = NaN here. For finite
@@ -39,12 +42,16 @@
 
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "elementwise.cuh"
 
 namespace ekdaa {
 
 constexpr int kIgemmThreads = 256;  // KS depth groups of 256/KS threads, each a TM x TN register tile
 constexpr int kIgemmBK = 8;         // depth indices per step and group
+constexpr int kIgemmMaxK = 15;      // kernel sizes up to 15: a loader row's tap mask has 15 bits per axis
+constexpr unsigned kIgemmPastDepthBit = 1u << 15;  // the bit between them, in no row's mask
 
 // The thread layout of a BM x BN tile with KS depth groups.
 template <int BM, int BN, int KS>
@@ -119,44 +126,69 @@ __device__ __forceinline__ bool igemm_mainloop(const IgemmPlan& g,
     tm = u % RT;
     tn = u / RT;
 
-    // A loader rows: offset of (n, 0, y, x) in src, and (y, x); a dead row gets y far below 0 so
-    // that y + dy fails the bounds test whatever dy is (|dy| <= pad < 2^30).
-    int abase[AS], ay[AS], ax[AS];
+    // A loader rows: a pointer to (n, 0, y, x) in src and a mask of the taps that stay inside the
+    // plane: bit ky (0-14) when y + dy(ky) is a row of it, bit 16 + kx (16-30) when x + dx(kx) is a
+    // column; bit 15 is never set (past the depth, below). A dead row (beyond the GEMM or on the odd
+    // trailing row/column of the cell grid) has mask 0: every load of it is skipped.
+    // Small tiles (KS > 1: twice the loads per FMA) keep row pointers moved by the change of offset
+    // each step (kept in registers rather than rebuilt from the kernel parameters at every load);
+    // large tiles keep int32 offsets (fewer registers: 3 blocks per SM instead of 2).
+    using Row = std::conditional_t<(KS > 1), const float*, int>;
+    Row arow[AS];
+    unsigned amask[AS];
 #pragma unroll
     for (int i = 0; i < AS; ++i) {
         const int r = r0 + ra0 + Sh::ALD * i;
         int n = 0, y = 0, x = 0;
         if (r < g.rows) igemm_position(g, r, n, y, x);
         const bool live = r < g.rows && y < g.Hs && x < g.Ws;
-        abase[i] = live ? n * g.S * g.HWs + y * g.Ws + x : 0;
-        ay[i] = live ? y : -(1 << 30);
-        ax[i] = x;
+        unsigned m = 0;
+        for (int q = 0; live && q < g.k; ++q) {
+            const int d = g.flip ? g.pad - q : q - g.pad;
+            if (static_cast<unsigned>(y + d) < static_cast<unsigned>(g.Hs)) m |= 1u << q;
+            if (static_cast<unsigned>(x + d) < static_cast<unsigned>(g.Ws)) m |= 1u << (16 + q);
+        }
+        const int base = live ? n * g.S * g.HWs + y * g.Ws + x : 0;
+        if constexpr (KS > 1) arow[i] = src + base; else arow[i] = base;
+        amask[i] = m;
     }
-    // B loader columns: c·col_stride, or −1 beyond the GEMM
-    int boff[BS];
+    // B loader columns: a pointer to column c's weights, and whether c is inside the GEMM
+    Row bcol[BS];
+    bool blive[BS];
 #pragma unroll
     for (int i = 0; i < BS; ++i) {
         const int c = c0 + cb + Sh::BLD * i;
-        boff[i] = c < g.cols ? c * g.col_stride : -1;
+        blive[i] = c < g.cols;
+        const int base = blive[i] ? c * g.col_stride : 0;
+        if constexpr (KS > 1) bcol[i] = wts + base; else bcol[i] = base;
     }
     // depth walkers: A's index da as (ac, aky, akx), B's index kb as (bc, br), both advanced by BK per step
     int ac = da / g.kk2, ar = da - ac * g.kk2;
     int aky = ar / g.k, akx = ar - aky * g.k;
     int bc = kb / g.kk2, br = kb - bc * g.kk2;
 
-    float ra[AS], rb[BS];  // the next step's tiles, in flight in registers
+    float ra[AS], rb[BS];       // the next step's tiles, in flight in registers
+    int aoff_prev = 0, boff_prev = 0;  // the offsets the small tiles' arow / bcol point at
     auto load = [&]() {
+        // this step's tap and channel, the same for all of a thread's rows: one offset from the row
+        // pointers and the mask bits the load needs (bit 15 alone past the depth: never in a mask)
         const int dy = g.flip ? g.pad - aky : aky - g.pad, dx = g.flip ? g.pad - akx : akx - g.pad;
+        const int aoff = ac * g.HWs + dy * g.Ws + dx, boff = bc * g.src_stride + br;
+        const unsigned need = ac < g.S ? (1u << aky) | (1u << (16 + akx)) : kIgemmPastDepthBit;
+        const bool bdepth = bc < g.S;
 #pragma unroll
         for (int i = 0; i < AS; ++i) {
-            const int iy = ay[i] + dy, ix = ax[i] + dx;
-            ra[i] = 0.0f;
-            if (ac < g.S && static_cast<unsigned>(iy) < static_cast<unsigned>(g.Hs) &&
-                static_cast<unsigned>(ix) < static_cast<unsigned>(g.Ws))
-                ra[i] = src[abase[i] + ac * g.HWs + dy * g.Ws + dx];
+            if constexpr (KS > 1) arow[i] += aoff - aoff_prev;
+            const bool in = (need & ~amask[i]) == 0;
+            if constexpr (KS > 1) ra[i] = in ? *arow[i] : 0.0f; else ra[i] = in ? src[arow[i] + aoff] : 0.0f;
         }
 #pragma unroll
-        for (int i = 0; i < BS; ++i) rb[i] = (bc < g.S && boff[i] >= 0) ? wts[boff[i] + bc * g.src_stride + br] : 0.0f;
+        for (int i = 0; i < BS; ++i) {
+            if constexpr (KS > 1) bcol[i] += boff - boff_prev;
+            const bool in = bdepth && blive[i];
+            if constexpr (KS > 1) rb[i] = in ? *bcol[i] : 0.0f; else rb[i] = in ? wts[bcol[i] + boff] : 0.0f;
+        }
+        aoff_prev = aoff, boff_prev = boff;
         // advance both walkers by BK depth indices: at most one carry per digit
         akx += g.adv_kx;
         if (akx >= g.k) akx -= g.k, ++aky;
@@ -184,24 +216,32 @@ __device__ __forceinline__ bool igemm_mainloop(const IgemmPlan& g,
         store(0);
     }
     __syncthreads();
-    for (int s = 0; s < steps; ++s) {
-        const int buf = s & 1;
-        if (s + 1 < steps) load();  // global loads of step s + 1 overlap the FMAs of step s
+    // two steps per iteration, one per buffer; small tiles unroll them, so that every shared-memory
+    // address is a constant offset (large tiles do not: 79-80 registers, 3 blocks per SM, instead of 85-93)
+    for (int s0 = 0; s0 < steps; s0 += 2) {
+#pragma unroll(KS > 1 ? 2 : 1)
+        for (int buf = 0; buf < 2; ++buf) {
+            const int s = s0 + buf;
+            if (s >= steps) break;  // uniform: the odd last step
+            const bool more = s + 1 < steps;
+            if (more) load();  // global loads of step s + 1 overlap the FMAs of step s
 #pragma unroll
-        for (int kk = 0; kk < kIgemmBK; ++kk) {
-            float a[TM], b[TN];
+            for (int kk = 0; kk < kIgemmBK; ++kk) {
+                float a[TM], b[TN];
 #pragma unroll
-            for (int i = 0; i < TM; i += 4) igemm_lds4(&As[buf][kg * kIgemmBK + kk][(i / 4) * RT * 4 + tm * 4], a + i);
+                for (int i = 0; i < TM; i += 4)
+                    igemm_lds4(&As[buf][kg * kIgemmBK + kk][(i / 4) * RT * 4 + tm * 4], a + i);
 #pragma unroll
-            for (int j = 0; j < TN; j += 4)
-                igemm_lds4(&Bs[buf][kg * kIgemmBK + kk][(j / 4) * (BN / TN) * 4 + tn * 4], b + j);
+                for (int j = 0; j < TN; j += 4)
+                    igemm_lds4(&Bs[buf][kg * kIgemmBK + kk][(j / 4) * (BN / TN) * 4 + tn * 4], b + j);
 #pragma unroll
-            for (int i = 0; i < TM; ++i)
+                for (int i = 0; i < TM; ++i)
 #pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+                    for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+            if (more) store(buf ^ 1);  // the other buffer: last read in step s − 1, before the barrier
+            __syncthreads();
         }
-        if (s + 1 < steps) store(buf ^ 1);  // the other buffer: last read in step s − 1, before the barrier
-        __syncthreads();
     }
     if constexpr (KS > 1) {  // groups 1 .. KS − 1 hand their tiles to group 0, which adds them in order
         __shared__ __align__(16) float Cs[KS - 1][TM * TN][kIgemmThreads / KS];  // [group][register][thread]

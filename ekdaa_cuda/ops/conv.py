@@ -59,6 +59,15 @@ def _kernel_size(dev, op: str, name: str, w) -> int:
     return k
 
 
+IGEMM_MAX_K = 15  # csrc/igemm.cuh kIgemmMaxK: the implicit-GEMM kernels' tap masks hold 15 taps per axis
+
+
+def _igemm_kernel_size(op: str, version, k: int) -> None:
+    if version == 2 and k > IGEMM_MAX_K:
+        raise ValueError(f"{op}: kernel size k = {k} exceeds {IGEMM_MAX_K}, the largest the implicit-GEMM kernel "
+                         f"(version 2) supports")
+
+
 def _codes(dev, op: str, argmax, shape: tuple):
     return _check.check_array(dev, op, "argmax", argmax, "uint8", ("N", "C", "Hp", "Wp"), shape)
 
@@ -128,6 +137,7 @@ def conv_block_fwd(
     launcher, extra = _version(op, version, tile)
     act = activation_code(op, activation)
     k = _kernel_size(dev, op, "w", w)
+    _igemm_kernel_size(op, version, k)
     c_out, c_in = w.shape[:2]
     _check.check_array(dev, op, "x", x, "float32", ("N", "C_in", "H", "W"), (None, c_in, None, None))
     n, _, height, width = x.shape
@@ -202,6 +212,7 @@ def conv_error_proj(
     launcher, extra = _version(op, version, tile)
     epilogue = epilogue_args(op, activation, rule, beta)
     k = _kernel_size(dev, op, "kernel", kernel)
+    _igemm_kernel_size(op, version, k)
     c_out, c_in = kernel.shape[:2]
     _check.check_array(dev, op, "e", e, "float32", ("N", "C_out", "Hp", "Wp"), (None, c_out, None, None))
     n, _, hp, wp = e.shape

@@ -187,6 +187,7 @@ IGEMM_SHAPES = [
     (2, 5, 33, 7, 5, 5),  # C_out = 32 + 1; odd H, W (the trailing row/column); k = W; depth 125
     (3, 17, 7, 13, 3, 1),  # k = 1: depth 17 = 2 steps + 1; 117 positions
     (1, 2, 129, 3, 43, 3),  # C_out = 128 + 1; 129 positions = 128 + 1; a 1-row pool grid
+    (1, 2, 5, 7, 16, 15),  # k = 15, the largest (15 tap bits per axis), wider than the plane: taps cut on all sides
 ]
 
 
@@ -301,6 +302,18 @@ def test_igemm_tile_and_version_checks(device, xp):
         ops.conv_error_proj(e, xp.zeros((3, 2, 3, 3), np.float32), h, idx, version=1, tile=0)
     with pytest.raises(ValueError, match=r"^conv_error_proj: tile must be -1 \(by shape\) or < 6, got 7"):
         ops.conv_error_proj(e, xp.zeros((3, 2, 3, 3), np.float32), h, idx, tile=7)
+    # k <= 15 (the loaders' tap masks): checked in Python and again by the launchers; version 1 has no limit
+    w17 = xp.zeros((3, 2, 17, 17), np.float32)
+    with pytest.raises(ValueError, match="^conv_block_fwd: kernel size k = 17 exceeds 15"):
+        ops.conv_block_fwd(x, w17)
+    with pytest.raises(ValueError, match="^conv_error_proj: kernel size k = 17 exceeds 15"):
+        ops.conv_error_proj(e, w17, h, idx)
+    assert float(ops.conv_block_fwd(x, w17, version=1)[0].sum()) == 0.0
+    C, ptr = device.ext, device.ptr
+    with pytest.raises(ValueError, match=r"^conv_block_fwd: kernel size k must be <= 15 \(the implicit GEMM's tap "
+                                         r"masks\), got 17"):
+        C.conv_block_fwd(ptr(x), ptr(w17), 0, ptr(h), ptr(h), ptr(idx), 1, 2, 3, 4, 4, 17, 0, True, True, 0, 0, 1.0,
+                         0, -1)
 
 
 @pytest.mark.parametrize(

@@ -594,7 +594,7 @@ def test_fc_softmax_error_equals_fc_fwd_then_softmax_error_and_reuses_its_worksp
     # twice that; a shift δ of h moves p by at most 2δ relative (and e, loss accordingly).
     bound = 2 * f_in * ULP * (np.abs(host(z)) @ np.abs(host(w)).T)
     assert np.all(np.abs(first[0] - host(h)) <= bound)
-    rel = 4 * bound.max() + 8 * (c + 4) * ULP
+    rel = float(4 * bound.max() + 8 * (c + 4) * ULP)  # a Python float: pytest.approx refuses np.float32
     np.testing.assert_allclose(first[1], probs, rtol=rel, atol=np.finfo(np.float32).tiny)
     np.testing.assert_allclose(first[2], e, rtol=rel, atol=rel)
     assert first[3][0] == pytest.approx(float(row_loss.astype(np.float64).sum()), rel=rel, abs=n * rel)
