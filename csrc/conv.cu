@@ -809,6 +809,9 @@ IgemmPlan igemm_plan(int64_t N, int64_t cols, int64_t S, int64_t Hs, int64_t Ws,
     g.k = int(k), g.pad = int(k / 2), g.kk2 = int(k * k), g.flip = flip ? 1 : 0;
     g.group = group, g.Hg = int(Hg), g.Wg = int(Wg);
     g.col_stride = int(col_stride), g.src_stride = int(src_stride);
+    // tap (ky, kx) reads (y + dy, x + dx): dy = ky − pad, or pad − ky flipped (likewise dx)
+    const int sign = flip ? -1 : 1;
+    g.tap_dy = sign * g.Ws, g.tap_dx = sign, g.tap_off = -sign * (g.pad * g.Ws + g.pad);
     return g;  // adv_*: by launch_igemm, from the tile
 }
 

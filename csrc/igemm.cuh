@@ -79,6 +79,7 @@ struct IgemmPlan {
     int col_stride, src_stride;  // B[kk, c] = wts[c·col_stride + s·src_stride + ky·k + kx]
     int adv_s, adv_r;            // BK depth indices (one step) = adv_s channels + adv_r taps (adv_r < k·k)
     int adv_ky, adv_kx;          // adv_r = adv_ky·k + adv_kx
+    int tap_dy, tap_dx, tap_off;  // offset of tap (ky, kx) from a position: ky·tap_dy + kx·tap_dx + tap_off
 };
 
 // The position of GEMM row r: image n and (y, x) (division: outside the K loop only).
@@ -104,8 +105,9 @@ __device__ __forceinline__ void igemm_lds4(const float* p, float* out) {
 }
 
 // The GEMM of the block tile at (r0, c0). Returns true in the threads that hold the result:
-// acc[i][j] = C[r0 + igemm_tile_row<RT>(tm, i), c0 + igemm_tile_row<BN/TN>(tn, j)] (rows and columns
-// beyond the GEMM come out as whatever zero rows give); false in the other depth groups' threads,
+// acc[i][j] = C[r0 + igemm_tile_row<RT>(tm, i), c0 + igemm_tile_row<BN/TN>(tn, j)] (rows beyond the
+// GEMM come out as zero, columns beyond it as garbage: the epilogue skips both); false in the other
+// depth groups' threads,
 // which take no part in the epilogue. Every thread of the block must call it (barriers).
 template <int BM, int BN, int KS>
 __device__ __forceinline__ bool igemm_mainloop(const IgemmPlan& g,
@@ -152,14 +154,12 @@ __device__ __forceinline__ bool igemm_mainloop(const IgemmPlan& g,
         if constexpr (KS > 1) arow[i] = src + base; else arow[i] = base;
         amask[i] = m;
     }
-    // B loader columns: a pointer to column c's weights, and whether c is inside the GEMM
+    // B loader columns: a pointer to column c's weights; a column beyond the GEMM reads the last one
+    // (its products only reach accumulators of columns that are never written)
     Row bcol[BS];
-    bool blive[BS];
 #pragma unroll
     for (int i = 0; i < BS; ++i) {
-        const int c = c0 + cb + Sh::BLD * i;
-        blive[i] = c < g.cols;
-        const int base = blive[i] ? c * g.col_stride : 0;
+        const int base = min(c0 + cb + Sh::BLD * i, g.cols - 1) * g.col_stride;
         if constexpr (KS > 1) bcol[i] = wts + base; else bcol[i] = base;
     }
     // depth walkers: A's index da as (ac, aky, akx), B's index kb as (bc, br), both advanced by BK per step
@@ -172,8 +172,7 @@ __device__ __forceinline__ bool igemm_mainloop(const IgemmPlan& g,
     auto load = [&]() {
         // this step's tap and channel, the same for all of a thread's rows: one offset from the row
         // pointers and the mask bits the load needs (bit 15 alone past the depth: never in a mask)
-        const int dy = g.flip ? g.pad - aky : aky - g.pad, dx = g.flip ? g.pad - akx : akx - g.pad;
-        const int aoff = ac * g.HWs + dy * g.Ws + dx, boff = bc * g.src_stride + br;
+        const int aoff = ac * g.HWs + aky * g.tap_dy + akx * g.tap_dx + g.tap_off, boff = bc * g.src_stride + br;
         const unsigned need = ac < g.S ? (1u << aky) | (1u << (16 + akx)) : kIgemmPastDepthBit;
         const bool bdepth = bc < g.S;
 #pragma unroll
@@ -185,8 +184,7 @@ __device__ __forceinline__ bool igemm_mainloop(const IgemmPlan& g,
 #pragma unroll
         for (int i = 0; i < BS; ++i) {
             if constexpr (KS > 1) bcol[i] += boff - boff_prev;
-            const bool in = bdepth && blive[i];
-            if constexpr (KS > 1) rb[i] = in ? *bcol[i] : 0.0f; else rb[i] = in ? wts[bcol[i] + boff] : 0.0f;
+            if constexpr (KS > 1) rb[i] = bdepth ? *bcol[i] : 0.0f; else rb[i] = bdepth ? wts[bcol[i] + boff] : 0.0f;
         }
         aoff_prev = aoff, boff_prev = boff;
         // advance both walkers by BK depth indices: at most one carry per digit
