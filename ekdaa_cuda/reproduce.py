@@ -360,6 +360,17 @@ def _fmt(mean, std) -> str:
     return "–" if mean is None else f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
+FULL_SPLITS = {"fashion-mnist": (60000, 10000), "cifar10": (50000, 10000), "svhn": (73257, 26032)}  # train, test
+
+
+def is_subset(dataset: str, info: dict) -> bool:
+    """Whether a table's runs used fewer images than the dataset's full splits (a limit, or a partial
+    copy such as the 4,000-image CIFAR-10 subset)."""
+    full = FULL_SPLITS.get(dataset, (0, 0))
+    return bool(info.get("train_limit") or info.get("test_limit")
+                or info.get("n_train", full[0]) < full[0] or info.get("n_test", full[1]) < full[1])
+
+
 def trials_line(rows: dict) -> str:
     """'3 trials per method (seeds 0..2)', or the trials of each row where they differ."""
     seeds = {name: [run["seed"] for run in r["runs"]] for name, r in rows.items()}
@@ -396,7 +407,7 @@ def write_table2(out: Path, dataset: str, rows: dict, info: dict) -> None:
         lines += [f"## {ds}", "",
                   f"{trials_line(ds_rows)}, {i.get('epochs')} epochs, "
                   f"{i.get('n_train')} training / {i.get('n_test')} test images"
-                  + (" (**subset: not the paper's protocol**)" if i.get("train_limit") or i.get("test_limit") else "")
+                  + (" (**subset: not the paper's protocol**)" if is_subset(ds, i) else "")
                   + f"; backend {m.get('backend')}, {m.get('cpu_count')} CPUs, {m.get('platform')}, "
                   f"CUDA: {m.get('cuda')}; commit {m.get('commit')}, {m.get('date')}.",
                   "Accuracy in percent, mean ± sample std over trials. Train = accuracy on the training images "

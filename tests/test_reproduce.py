@@ -56,6 +56,7 @@ def test_table2_writes_json_markdown_and_skips_finished_runs(tmp_path, monkeypat
     assert table["fashion-mnist"]["ekdaa"]["paper"] == 90.01 and table["fashion-mnist"]["kp"]["paper"] is None
     md = (tmp_path / "table2.md").read_text()
     assert "| EKDAA | ekdaa | fmnist |" in md and "90.01 ± 0.11" in md and "deviation" in md
+    assert "60 training / 40 test images (**subset: not the paper's protocol**)" in md
     assert not list(tmp_path.rglob("checkpoint.*"))  # removed after each finished run (.npz and .safetensors)
     assert len(list(tmp_path.rglob("result.json"))) == 2 * len(rp.SETTINGS)
 
@@ -97,6 +98,13 @@ def test_table2_seeds_split_a_campaign_and_trials_tabulates_them(tmp_path, monke
     for bad in ("", "1,x", [-1], [2, 2], [True]):
         with pytest.raises(ValueError, match="seeds"):
             rp.table2("fashion-mnist", methods="bp", seeds=bad, **kw)
+
+
+def test_subset_flag():
+    assert rp.is_subset("cifar10", {"n_train": 4000, "n_test": 1000})  # the real CIFAR-10 subset
+    assert not rp.is_subset("cifar10", {"n_train": 50000, "n_test": 10000})
+    assert rp.is_subset("fashion-mnist", {"n_train": 60000, "n_test": 10000, "train_limit": 60000})
+    assert not rp.is_subset("fashion-mnist", {"n_train": 60000, "n_test": 10000})
 
 
 def test_table2_records_divergence(tmp_path):
