@@ -486,11 +486,22 @@ def curves(out_dir, dataset: str = "fashion-mnist", methods=None, path=None) -> 
 # ---------------------------------------------------------------- training with hooks (t-SNE, alignment)
 
 
+def _build_for_hook(cfg: dict, backend: str, seed: int):
+    """The model of a setting, and its learning-rate schedule (a training option, not a model option)."""
+    from .model import build_model
+
+    options = dict(cfg["options"])
+    schedule = options.pop("schedule", "constant")
+    return build_model(cfg["preset"], rule=cfg["rule"], backend=backend, seed=seed, **options), schedule
+
+
 def _train_with_hook(model, x, y, batch_size: int, seed: int, epochs: int, hook, every: int | None = None,
-                     progress: bool = True, desc: str = ""):
-    """Train like ``training.train`` (same per-epoch permutations from (seed, epoch)), calling
-    ``hook(epoch, step)`` before the first step, after every epoch and, with ``every``, every that
-    many steps."""
+                     progress: bool = True, desc: str = "", schedule: str = "constant"):
+    """Train like ``training.train`` (same per-epoch permutations from (seed, epoch), same learning-rate
+    ``schedule``), calling ``hook(epoch, step)`` before the first step, after every epoch and, with
+    ``every``, every that many steps."""
+    from .training import lr_scale
+
     be = model.backend
     xb, yb = be.input(model.check_input(x, "train")), be.labels(model.check_labels(y, len(x), "train"))
     n_batches = -(-len(x) // batch_size)
@@ -504,7 +515,7 @@ def _train_with_hook(model, x, y, batch_size: int, seed: int, epochs: int, hook,
         order = be.indices(np.random.default_rng([seed, epoch]).permutation(len(x)))
         for b in range(n_batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
-            model.step_arrays(xb[idx], yb[idx])
+            model.step_arrays(xb[idx], yb[idx], lr_scale(schedule, epoch * n_batches + b, epochs * n_batches))
             if bar is not None:
                 bar.update(1)
             if every and model.step_count % every == 0 and b + 1 < n_batches:
@@ -520,7 +531,6 @@ def tsne(dataset: str = "fashion-mnist", method: str = "ekdaa", epochs: int = 2,
          progress: bool = True) -> Path:
     """Paper Fig. 4: t-SNE of the last hidden layer's activations on ``samples`` test images at the
     epochs ``at`` (default 0 and every epoch up to ``epochs``, at most 6 panels) of one training run."""
-    from .model import build_model
     from .plots import tsne_grid
 
     dataset = canonical_dataset(dataset)
@@ -532,7 +542,7 @@ def tsne(dataset: str = "fashion-mnist", method: str = "ekdaa", epochs: int = 2,
         data = load_data(dataset, train_limit, samples, data_root)
     x_train, y_train, x_test, y_test = data
     x_test, y_test = x_test[:samples], y_test[:samples]
-    model = build_model(cfg["preset"], rule=cfg["rule"], backend=backend, seed=seed, **cfg["options"])
+    model, schedule = _build_for_hook(cfg, backend, seed)
     snaps = {}
 
     def hook(epoch, step):
@@ -540,7 +550,7 @@ def tsne(dataset: str = "fashion-mnist", method: str = "ekdaa", epochs: int = 2,
             snaps[epoch] = (model.hidden_features(x_test), y_test, model.evaluate(x_test, y_test)["accuracy"])
 
     _train_with_hook(model, x_train, y_train, cfg["batch_size"], seed, epochs, hook, progress=progress,
-                     desc=f"tsne {method}")
+                     desc=f"tsne {method}", schedule=schedule)
     out = Path(out_dir)
     path = out / f"tsne-{dataset}-{method}.png"
     tsne_grid(snaps, path, title=f"{dataset}, {method}: t-SNE of the last hidden layer ({len(x_test)} test images)",
@@ -563,7 +573,6 @@ def alignment(dataset: str = "fashion-mnist", methods=("ekdaa", "fa", "kp", "dfa
     """Angle between each layer's update and the true gradient (``Model.alignment``) and between the
     error weights E/B and Wᵀ, every ``every`` steps on a fixed probe batch of ``probe`` training
     images, for each method; writes ``alignment-<dataset>.json`` and ``.png``."""
-    from .model import build_model
     from .plots import alignment_plot
 
     dataset = canonical_dataset(dataset)
@@ -577,7 +586,7 @@ def alignment(dataset: str = "fashion-mnist", methods=("ekdaa", "fa", "kp", "dfa
         cfg = method_config(m, dataset, overrides, widths)
         if cfg["options"].get("activation") == "signum":
             continue  # the true gradient needs φ'
-        model = build_model(cfg["preset"], rule=cfg["rule"], backend=backend, seed=seed, **cfg["options"])
+        model, schedule = _build_for_hook(cfg, backend, seed)
         rec = []
 
         def hook(epoch, step, model=model, rec=rec):
@@ -585,7 +594,7 @@ def alignment(dataset: str = "fashion-mnist", methods=("ekdaa", "fa", "kp", "dfa
                 rec.append({"step": step, "epoch": epoch, **model.alignment(px, py)})
 
         _train_with_hook(model, x_train, y_train, cfg["batch_size"], seed, epochs, hook, every, progress,
-                         desc=f"alignment {m}")
+                         desc=f"alignment {m}", schedule=schedule)
         records[m] = rec
     if not records:
         raise ValueError("alignment: no method with a differentiable activation to compare with the gradient")

@@ -127,16 +127,33 @@ def test_tsne_figure(tmp_path):
 
 
 def test_alignment_figure(tmp_path):
-    path = rp.alignment("fashion-mnist", methods="ekdaa,fa,kp,dfa,ekdaa-signum", epochs=1, every=1, probe=10,
-                        data=template_data(60), widths=WIDTHS, out_dir=tmp_path, backend="numpy", progress=False,
-                        overrides={"batch_size": 20})
+    path = rp.alignment("fashion-mnist", methods="ekdaa,ekdaa-tuned,fa,kp,dfa,ekdaa-signum", epochs=1, every=1,
+                        probe=10, data=template_data(60), widths=WIDTHS, out_dir=tmp_path, backend="numpy",
+                        progress=False, overrides={"batch_size": 20})
     assert is_png(path)
     info = json.loads((tmp_path / "alignment-fashion-mnist.json").read_text())
-    assert set(info["records"]) == {"ekdaa", "fa", "kp", "dfa"}  # signum has no true gradient to compare with
+    # signum has no true gradient to compare with; ekdaa-tuned trains with its cosine schedule
+    assert set(info["records"]) == {"ekdaa", "ekdaa-tuned", "fa", "kp", "dfa"}
     rec = info["records"]["ekdaa"]
     assert [r["step"] for r in rec] == [0, 1, 2, 3]
     assert "conv1.error_weight_angle" in rec[0] and "conv1.error_weight_angle" not in info["records"]["dfa"][0]
     assert all(r["out.update_angle"] < 1e-2 for r in rec)  # the output layer's update is the exact gradient
+
+
+def test_hooked_training_follows_the_schedule_like_train():
+    """t-SNE and alignment retrain a setting with its learning-rate schedule (a training option, not a
+    model option) exactly as ``train`` does: ekdaa-tuned (Adam + cosine) ends with the same weights."""
+    data = template_data(60)
+    cfg = rp.method_config("ekdaa-tuned", "fashion-mnist", {"batch_size": 20}, WIDTHS)
+    model, schedule = rp._build_for_hook(cfg, "numpy", 0)
+    assert schedule == "cosine" and "schedule" in cfg["options"]
+    rp._train_with_hook(model, data[0], data[1], 20, 0, 2, lambda epoch, step: None, progress=False,
+                        schedule=schedule)
+    ref = training.train(cfg["preset"], rule=cfg["rule"], backend="numpy", epochs=2, batch_size=20, seed=0,
+                         data=data, progress=False, **cfg["options"]).model
+    assert model.params.keys() == ref.params.keys()
+    for name, value in ref.params.items():
+        np.testing.assert_array_equal(model.params[name], value, err_msg=name)
 
 
 def test_plot_functions_directly(tmp_path):
