@@ -76,6 +76,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class TrainResult:
+    """Outcome of ``train``. ``seconds``: training time of the whole run, summed over the processes of a
+    resumed run (as the history's per-epoch ``seconds``); ``images_per_second``: this process's rate."""
+
     test_accuracy: float
     test_loss: float
     train_accuracy: float
@@ -356,6 +359,7 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
     epoch, position = 0, 0
     partial = None  # (loss sum, correct, seen) of an epoch resumed mid-way
     saved = None  # (epoch, position) of the checkpoint on disk written by this run or resumed from
+    seconds_before = 0.0  # training seconds of the earlier processes of a resumed run
     if resume:
         ckpt = out / CHECKPOINT
         if not ckpt.exists():
@@ -370,6 +374,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
             raise ValueError(f"resume: checkpoint {ckpt} does not fit this model: {exc}") from exc
         epoch, position, history = state["epoch"], state["position"], state["history"]
         partial = state.get("partial")
+        # checkpoints written before "seconds" was stored: the time up to the last finished epoch
+        seconds_before = float(state.get("seconds", history[-1]["seconds"] if history else 0.0))
         saved = (epoch, position)
         log(f"resumed from {ckpt} at epoch {epoch + 1}, batch {position}, step {model.step_count}")
     elif existing:  # overwrite=True: the old run's files go only now that the new run is known to start
@@ -411,7 +417,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
             if not be.all_finite(model.params.values()):  # never write a bad model over a good one
                 raise diverged(f"epoch {epoch_done + 1}", "a parameter is not finite")
             save_checkpoint(out / CHECKPOINT, model, {"run_args": run_args, "epoch": epoch_done, "position": pos,
-                                                      "partial": totals, "history": history})
+                                                      "partial": totals, "history": history,
+                                                      "seconds": elapsed()})
             saved = (epoch_done, pos)
 
     def interrupted(at: str) -> TrainingInterrupted:
@@ -432,6 +439,10 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
     t_start = time.perf_counter()
     images = 0
     warned_plot, plot_seconds = False, 0.0
+
+    def elapsed() -> float:
+        """Training seconds of the whole run, over all the processes of a resumed one (plots left out)."""
+        return seconds_before + time.perf_counter() - t_start - plot_seconds
     window = [0.0, 0]  # the loss sum and the images seen at the epoch's last loss check
 
     def check_loss(at: str, loss_sum, correct, seen: int, bar) -> None:
@@ -493,7 +504,7 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
             test = model.evaluate_arrays(x_test, y_test)
             record = {"epoch": epoch + 1, "step": model.step_count, "train_loss": float(loss_sum) / seen,
                       "train_accuracy": int(correct) / seen, "test_loss": test["loss"],
-                      "test_accuracy": test["accuracy"], "seconds": time.perf_counter() - t_start - plot_seconds}
+                      "test_accuracy": test["accuracy"], "seconds": elapsed()}
             history.append(record)
             log(f"epoch {epoch + 1}/{epochs}: train loss {record['train_loss']:.4f} acc "
                 f"{record['train_accuracy']:.4f} | test loss {record['test_loss']:.4f} "
@@ -507,11 +518,11 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
                     warned_plot = _write_curves(out / CURVES, history, f"{preset}, rule {rule}", log, warned_plot)
                     plot_seconds += time.perf_counter() - t_plot
 
-    seconds = time.perf_counter() - t_start - plot_seconds
+    own_seconds = time.perf_counter() - t_start - plot_seconds  # this process's share, for the image rate
     last = history[-1]
     return TrainResult(test_accuracy=last["test_accuracy"], test_loss=last["test_loss"],
-                       train_accuracy=last["train_accuracy"], history=history, seconds=seconds,
-                       images_per_second=images / seconds if seconds > 0 else 0.0, steps=model.step_count,
+                       train_accuracy=last["train_accuracy"], history=history, seconds=elapsed(),
+                       images_per_second=images / own_seconds if own_seconds > 0 else 0.0, steps=model.step_count,
                        out_dir=str(out) if out is not None else None, model=model, backend=be.name)
 
 

@@ -48,6 +48,9 @@ def test_resume_after_epoch_equals_uninterrupted_run(tmp_path):
     assert full.model.optimizer.t == resumed.model.optimizer.t == 15
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(full.history) == strip(resumed.history)
+    # the run's time goes on from where the first process stopped; it does not restart at 0
+    seconds = [r["seconds"] for r in resumed.history]
+    assert seconds == sorted(seconds) and seconds[0] > 0 and resumed.seconds >= seconds[-1]
 
 
 def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, monkeypatch):
@@ -70,11 +73,13 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(ek.Model, "step_arrays", real_step)
     _, state = training.load_checkpoint(tmp_path / "checkpoint.npz")
     assert (state["epoch"], state["position"]) == (1, 2)
+    assert state["seconds"] >= state["history"][0]["seconds"] > 0  # includes the part of epoch 2 done
     resumed = ek.train("fmnist", epochs=2, batch_size=20, data=data, optimizer="adam", out_dir=tmp_path,
                        resume=True, checkpoint_every=4, **SMALL)
     assert params_equal(full.model, resumed.model)
     assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-12)
     assert resumed.history[-1]["test_accuracy"] == full.history[-1]["test_accuracy"]
+    assert resumed.history[-1]["seconds"] >= state["seconds"] and resumed.seconds >= state["seconds"]
 
 
 def test_resume_refuses_other_settings_and_missing_checkpoint(tmp_path):
