@@ -279,7 +279,9 @@ def _add_reproduce(sub) -> None:
     c = what.add_parser("curves", help="learning curves from the runs of `reproduce table2`", formatter_class=fmt)
     c.add_argument("--dataset", default="fashion-mnist")
     c.add_argument("--rules", "--methods", dest="methods", default=None, help="methods to plot (default: all found)")
-    c.add_argument("--out", default="runs/table2", help="the folder `reproduce table2` wrote")
+    c.add_argument("--out", nargs="+", default=["runs/table2"],
+                   help="the folder(s) `reproduce table2` wrote; several are drawn in one figure")
+    c.add_argument("--path", default=None, help="the figure (default: curves-<dataset>.png in the first folder)")
 
     s = what.add_parser("tsne", help="t-SNE of the last hidden layer at chosen epochs", formatter_class=fmt)
     common(s, 2)
@@ -305,7 +307,7 @@ def _reproduce(args) -> int:
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     try:
         if args.what == "curves":
-            say(f"wrote {rp.curves(args.out, args.dataset, args.methods)}")
+            say(f"wrote {rp.curves(args.out, args.dataset, args.methods, args.path)}")
             return 0
         common = dict(dataset=args.dataset, epochs=args.epochs, train_limit=args.train_limit, backend=args.backend,
                       out_dir=args.out, data_root=args.data_root, overrides=rp.parse_overrides(args.set),

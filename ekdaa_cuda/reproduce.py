@@ -31,6 +31,8 @@ import json
 import os
 import platform
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -474,13 +476,30 @@ def collect_histories(out_dir, dataset: str, methods=None) -> dict:
 
 
 def curves(out_dir, dataset: str = "fashion-mnist", methods=None, path=None) -> Path:
-    """Plot train/test accuracy per epoch (mean ± std over seeds) of the table2 runs in ``out_dir``."""
+    """Plot train/test accuracy per epoch (mean ± std over seeds) of the table2 runs in ``out_dir``:
+    one folder, or several (e.g. a 10-epoch table beside a 20-epoch search) whose methods are drawn
+    together, a method found in more than one labelled with its folder. The figure goes to
+    ``path``, by default ``curves-<dataset>.png`` in the first folder."""
     from .plots import learning_curves
 
     dataset = canonical_dataset(dataset)
-    hist = collect_histories(out_dir, dataset, methods)
-    path = Path(path) if path else Path(out_dir) / f"curves-{dataset}.png"
-    return learning_curves(hist, path, title=f"{dataset}: accuracy per epoch (mean ± std over seeds)")
+    dirs = list(dict.fromkeys([Path(out_dir)] if isinstance(out_dir, (str, Path)) else [Path(d) for d in out_dir]))
+    if not dirs:
+        raise ValueError("curves: no folder given")
+    found, missing = [], []
+    for d in dirs:
+        try:
+            found.append((d, collect_histories(d, dataset, methods)))
+        except FileNotFoundError as exc:
+            missing.append(str(exc))
+    if not found:
+        raise FileNotFoundError("; ".join(missing))
+    for msg in missing:
+        warnings.warn(f"curves: {msg}; drawn without it", stacklevel=2)
+    counts = Counter(m for _, hist in found for m in hist)
+    merged = {(m if counts[m] == 1 else f"{m} ({d})"): runs for d, hist in found for m, runs in hist.items()}
+    path = Path(path) if path else dirs[0] / f"curves-{dataset}.png"
+    return learning_curves(merged, path, title=f"{dataset}: accuracy per epoch (mean ± std over seeds)")
 
 
 # ---------------------------------------------------------------- training with hooks (t-SNE, alignment)

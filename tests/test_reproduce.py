@@ -1,6 +1,7 @@
 """Table 2 trials, learning curves, t-SNE and alignment figures on tiny runs (reproduce.py, plots.py)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -70,6 +71,15 @@ def test_table2_writes_json_markdown_and_skips_finished_runs(tmp_path, monkeypat
     # the curves of those runs
     path = rp.curves(tmp_path, "fashion-mnist")
     assert is_png(path)
+    # several folders in one figure: a method found in two is labelled with its folder
+    other = tmp_path / "search"
+    shutil.copytree(tmp_path / "runs" / "fashion-mnist" / "ekdaa", other / "runs" / "fashion-mnist" / "ekdaa")
+    drawn = {}
+    monkeypatch.setattr(plots, "learning_curves", lambda hist, path, title: drawn.update(hist) or path)
+    assert rp.curves([tmp_path, other], "fashion-mnist", "ekdaa,bp", tmp_path / "both.png") == tmp_path / "both.png"
+    assert set(drawn) == {"bp", f"ekdaa ({tmp_path})", f"ekdaa ({other})"}
+    with pytest.raises(FileNotFoundError, match="no runs under"):
+        rp.curves([tmp_path / "nothing"], "fashion-mnist")
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -184,6 +194,10 @@ def test_cli_reproduce(tmp_path, capsys):
     assert "lra-e" in text and (out / "table2.json").exists() and (out / "table2.md").exists()
     assert cli.main(["reproduce", "curves", "--out", str(out), "--dataset", "fashion-mnist"]) == 0
     assert is_png(out / "curves-fashion-mnist.png")
+    with pytest.warns(UserWarning, match="drawn without it"):  # a folder without runs beside one with runs
+        assert cli.main(["reproduce", "curves", "--out", str(out), str(tmp_path / "empty"), "--path",
+                         str(tmp_path / "two.png")]) == 0
+    assert is_png(tmp_path / "two.png")
     assert cli.main(["reproduce", "table2", "--rules", "nope", "--out", str(out), "--no-progress"]) == 2
     assert "unknown method" in capsys.readouterr().err
     assert cli.main(["reproduce", "curves", "--out", str(tmp_path / "empty")]) == 2
