@@ -456,7 +456,8 @@ def write_table2(out: Path, dataset: str, rows: dict, info: dict) -> None:
 
 
 def collect_histories(out_dir, dataset: str, methods=None) -> dict:
-    """{method: [history of each seed]} from the runs ``table2`` wrote under ``out_dir``."""
+    """{method: [history of each seed]} from the finished runs (those with a ``result.json``) that
+    ``table2`` wrote under ``out_dir``; a run still training would cut every curve to its length."""
     dataset = canonical_dataset(dataset)
     root = Path(out_dir) / "runs" / dataset
     if not root.is_dir():
@@ -466,7 +467,7 @@ def collect_histories(out_dir, dataset: str, methods=None) -> dict:
         hists = []
         for seed_dir in sorted((root / m).glob("seed*")):
             metrics = seed_dir / "metrics.json"
-            if metrics.exists():
+            if metrics.exists() and (seed_dir / "result.json").exists():
                 hists.append(json.loads(metrics.read_text())["history"])
         if hists:
             found[m] = hists

@@ -80,6 +80,11 @@ def test_table2_writes_json_markdown_and_skips_finished_runs(tmp_path, monkeypat
     assert set(drawn) == {"bp", f"ekdaa ({tmp_path})", f"ekdaa ({other})"}
     with pytest.raises(FileNotFoundError, match="no runs under"):
         rp.curves([tmp_path / "nothing"], "fashion-mnist")
+    # a run still training (metrics.json, no result.json yet) is left out, not drawn cut short
+    (other / "runs" / "fashion-mnist" / "ekdaa" / "seed0" / "result.json").unlink()
+    drawn.clear()
+    rp.curves([tmp_path, other], "fashion-mnist", "ekdaa,bp", tmp_path / "both.png")
+    assert len(drawn[f"ekdaa ({other})"]) == 1 and len(drawn[f"ekdaa ({tmp_path})"]) == 2
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
