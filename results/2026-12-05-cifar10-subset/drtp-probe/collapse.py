@@ -1,6 +1,7 @@
-"""Does DRTP collapse the CIFAR network's features? Train a rule's Table 2 setting (argv: lr, rule, last
-step; default DRTP) on the CIFAR-10 subset and print, at some steps, the last hidden layer's saturation (share of |z| > 0.99), the spread of each
-unit across 200 training images relative to its size (std over images / rms), and the probe accuracy."""
+"""Does DRTP collapse the CIFAR network's features? Train a rule's Table 2 setting (argv: lr, rule,
+last step; default DRTP) on the CIFAR-10 subset and print, at some steps, the last hidden layer's
+saturation (share of |z| > 0.99), the spread of each unit across 200 training images relative to
+its size (std over images / rms), and the probe accuracy."""
 import json
 import sys
 
