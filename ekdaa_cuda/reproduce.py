@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .training import atomic_write_json
+from .sweep import RESULT
+from .training import METRICS, atomic_write_json
 
 DEFAULT_EPOCHS = 50
 DATASETS = {  # dataset -> (CNN preset, FC baseline preset)
@@ -162,7 +163,6 @@ PAPER_NAMES = {"bp": "BP", "bp-tuned": "BP (tuned as ekdaa-tuned)", "bp-fc": "BP
                "ekdaa-signum-tuned": "EKDAA, Sig. (faithful, tuned)",
                "fa": "FA", "kp": "KP (not in paper)", "dfa": "DFA", "sdfa": "SDFA", "rdfa": "RDFA (not in Table 2)",
                "drtp": "DRTP"}
-RESULT = "result.json"
 
 
 # ---------------------------------------------------------------- helpers
@@ -466,8 +466,8 @@ def collect_histories(out_dir, dataset: str, methods=None) -> dict:
     for m in parse_methods(methods) if methods else sorted(p.name for p in root.iterdir() if p.is_dir()):
         hists = []
         for seed_dir in sorted((root / m).glob("seed*")):
-            metrics = seed_dir / "metrics.json"
-            if metrics.exists() and (seed_dir / "result.json").exists():
+            metrics = seed_dir / METRICS
+            if metrics.exists() and (seed_dir / RESULT).exists():
                 hists.append(json.loads(metrics.read_text())["history"])
         if hists:
             found[m] = hists

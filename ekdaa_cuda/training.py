@@ -443,6 +443,7 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
     def elapsed() -> float:
         """Training seconds of the whole run, over all the processes of a resumed one (plots left out)."""
         return seconds_before + time.perf_counter() - t_start - plot_seconds
+
     window = [0.0, 0]  # the loss sum and the images seen at the epoch's last loss check
 
     def check_loss(at: str, loss_sum, correct, seen: int, bar) -> None:
@@ -518,10 +519,11 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
                     warned_plot = _write_curves(out / CURVES, history, f"{preset}, rule {rule}", log, warned_plot)
                     plot_seconds += time.perf_counter() - t_plot
 
-    own_seconds = time.perf_counter() - t_start - plot_seconds  # this process's share, for the image rate
+    seconds = elapsed()
+    own_seconds = seconds - seconds_before  # this process's share, for the image rate
     last = history[-1]
     return TrainResult(test_accuracy=last["test_accuracy"], test_loss=last["test_loss"],
-                       train_accuracy=last["train_accuracy"], history=history, seconds=elapsed(),
+                       train_accuracy=last["train_accuracy"], history=history, seconds=seconds,
                        images_per_second=images / own_seconds if own_seconds > 0 else 0.0, steps=model.step_count,
                        out_dir=str(out) if out is not None else None, model=model, backend=be.name)
 
