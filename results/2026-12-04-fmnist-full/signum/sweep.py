@@ -1,4 +1,4 @@
-"""Issue 13 point 4: cheap screening runs of EKDAA with signum on Fashion-MNIST.
+"""Issue 13 points 3 and 4: cheap screening runs of EKDAA (signum; tanh in group tanh-a) on Fashion-MNIST.
 
 Protocol per run: the first N training images (default 10,000), E epochs (default 2), batch 50,
 seed 0, test accuracy on all 10,000 test images after every epoch, NumPy backend (float32).
@@ -40,6 +40,14 @@ GROUPS = {
         "tanh, adam cos (ekdaa-tuned)": {**ADAM},
         "tanh, release variant, adam cos, rms, beta 0.3": {"variant": "release", **ADAM, "normalize": "rms",
                                                            "beta": 0.3},
+    },
+    "tanh-a": {  # issue 13 point 3 (EKDAA >= 91.5%): does normalize="rms" or the release network help tanh?
+        "tanh, adam cos, rms, beta 0.3": {**ADAM, "normalize": "rms", "beta": 0.3},
+        "tanh, adam cos, rms, beta 1": {**ADAM, "normalize": "rms", "beta": 1.0},
+        "tanh, adam cos, beta 3": {**ADAM, "beta": 3.0},
+        "tanh, release variant, adam cos": {"variant": "release", **ADAM},
+        "tanh, release variant, adam cos, rms, beta 1": {"variant": "release", **ADAM, "normalize": "rms",
+                                                         "beta": 1.0},
     },
     "release-b": {
         "release: adam 3e-4 cos, rms, beta 0.3": {**REL, **ADAM, "lr": 3e-4, "normalize": "rms", "beta": 0.3},
