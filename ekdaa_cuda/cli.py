@@ -155,7 +155,8 @@ def _add_train(sub) -> None:
     m.add_argument("--unpool", default=None, choices=_CHOICES["unpool"],
                    help=f"how d passes a max-pool upwards ({_default('unpool')}; bilinear with --variant release)")
     m.add_argument("--normalize", default=None, choices=_CHOICES["normalize"],
-                   help=f"divide d and ΔW by their peak ({_default('normalize')}; release with --variant release)")
+                   help=f"rescale d before the target: release = divide d and ΔW by their peak, rms = d to the RMS "
+                        f"of h ({_default('normalize')}; release with --variant release)")
     m.add_argument("--variant", default=None, choices=_CHOICES["variant"],
                    help=f"paper equations, or the authors' TensorFlow release ({_default('variant')})")
     m.add_argument("--dtype", default=None, choices=_CHOICES["dtype"],

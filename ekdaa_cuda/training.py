@@ -304,9 +304,9 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         rescaling, 0 = off), beta [0.9] >= 0 and gamma [0.1] >= 0 (EKDAA's target step and
         error-kernel scale), activation ["tanh"], dropout (sets dropout_conv and dropout_fc) [0] in
         [0, 1), bias [False], init ["glorot_uniform"], error_init ["glorot_uniform"], unpool
-        ["argmax"], normalize ["none"], variant ["paper"; "release" switches the last three to
-        "forward", "bilinear", "release"], dtype ["float32"], kp_decay [0] (rule "kp"), widths
-        (the preset's conv/FC sizes, positive ints, in order).
+        ["argmax"], normalize ["none"; "release", "rms"], variant ["paper"; "release" switches the
+        last three to "forward", "bilinear", "release"], dtype ["float32"], kp_decay [0] (rule
+        "kp"), widths (the preset's conv/FC sizes, positive ints, in order).
 
     Stops with ``TrainingDiverged`` when an update or the loss is not finite, or when the mean
     training loss over a check window (``CHECK_EVERY`` updates) exceeds ``LOSS_BOUND_FACTOR``·ln(K)
