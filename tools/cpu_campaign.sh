@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs `ekdaa-cuda reproduce table2` jobs ("<setting> <seed>" each) on the CPU in the background:
+# NumPy backend, one BLAS thread per job, PARALLEL jobs at a time (default: all), each job's output
+# in OUT/logs/<setting>-<seed>.log and a line per finished job in OUT/search.log. Resumable: a
+# finished run is read back, an interrupted one resumes from its checkpoint. Run it from anywhere
+# against a clone of the code, so edits to the working tree do not reach running jobs:
+#   CODE=/path/to/clone OUT=results/<folder> setsid bash tools/cpu_campaign.sh "bp-tuned-dropout 0" "bp-tuned-dropout 1" &
+# then tabulate: ekdaa-cuda reproduce table2 --dataset DATASET --methods ... --trials N --epochs EPOCHS --out OUT
+set -u
+CODE=${CODE:?clone of the code}; OUT=$(realpath "${OUT:?output folder}")
+export PYTHONPATH=$CODE PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+export OUT PY=${PY:-python} DATASET=${DATASET:-fashion-mnist} EPOCHS=${EPOCHS:-20} NICE=${NICE:-5}
+(( $# )) || { echo "usage: CODE=... OUT=... $0 '<setting> <seed>' ..." >&2; exit 2; }
+mkdir -p "$OUT/logs"
+job() {
+  nice -n "$NICE" "$PY" -m ekdaa_cuda.cli reproduce table2 --dataset "$DATASET" --methods "$1" --seeds "$2" \
+    --epochs "$EPOCHS" --backend numpy --out "$OUT" --no-progress > "$OUT/logs/$1-$2.log" 2>&1
+  echo "[$(date -u +%FT%TZ)] $1 seed $2: rc=$?" >> "$OUT/search.log"
+}
+export -f job
+cd "$CODE" && printf '%s\n' "$@" | xargs -P "${PARALLEL:-$#}" -L 1 bash -c 'job "$@"' _
