@@ -15,7 +15,8 @@ mkdir -p "$OUT/logs"
 job() {
   nice -n "$NICE" "$PY" -m ekdaa_cuda.cli reproduce table2 --dataset "$DATASET" --methods "$1" --seeds "$2" \
     --epochs "$EPOCHS" --backend numpy --out "$OUT" --no-progress > "$OUT/logs/$1-$2.log" 2>&1
-  echo "[$(date -u +%FT%TZ)] $1 seed $2: rc=$?" >> "$OUT/search.log"
+  rc=$?  # before the echo: its $(date) would reset $?
+  echo "[$(date -u +%FT%TZ)] $1 seed $2: rc=$rc" >> "$OUT/search.log"
 }
 export -f job
 cd "$CODE" && printf '%s\n' "$@" | xargs -P "${PARALLEL:-$#}" -L 1 bash -c 'job "$@"' _

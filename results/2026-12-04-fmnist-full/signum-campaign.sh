@@ -15,7 +15,8 @@ for lane in "$@"; do
     for seed in "$@"; do
       "$PY" -m ekdaa_cuda.cli reproduce table2 --dataset fashion-mnist --methods "$method" --seeds "$seed" \
           --epochs "$EPOCHS" --backend numpy --out "$OUT" --no-progress > "$OUT/logs/$method-$seed.log" 2>&1
-      echo "[$(date -u +%FT%TZ)] $method seed $seed: rc=$?" >> "$OUT/signum-campaign.log"
+      rc=$?  # before the echo: its $(date) would reset $?
+      echo "[$(date -u +%FT%TZ)] $method seed $seed: rc=$rc" >> "$OUT/signum-campaign.log"
     done ) &
 done
 wait

@@ -71,7 +71,8 @@ job() {  # job DATASET METHOD SEED: one trial, cut off at the campaign's deadlin
   timeout --signal=TERM --kill-after=5 "$left" python -P -m ekdaa_cuda.cli reproduce table2 --dataset "$1" \
     --methods "$2" --seeds "$3" --epochs "$EPOCHS" --backend "$BACKEND" --out "$WORK/$1" --no-progress ${TABLE2_ARGS:-} \
     > "$WORK/logs/$1-$2-$3.log" 2>&1
-  echo "[job $(date +%T)] $1 $2 seed $3: rc=$?" >> "$LOG"
+  rc=$?  # before the echo: its $(date) would reset $?
+  echo "[job $(date +%T)] $1 $2 seed $3: rc=$rc" >> "$LOG"
 }
 export -f job
 export END EPOCHS BACKEND WORK LOG TABLE2_ARGS

@@ -15,7 +15,8 @@ for s in 0 1 2; do for m in ekdaa bp fa kp dfa sdfa drtp bp-fc lra-e; do echo "$
 job() {
   nice -n 19 "$PY" -m ekdaa_cuda.cli reproduce table2 --dataset cifar10 --methods "$1" --seeds "$2" \
     --epochs "$EPOCHS" --backend numpy --out "$OUT" --no-progress > "$OUT/logs/$1-$2.log" 2>&1
-  echo "[$(date -u +%FT%TZ)] $1 seed $2: rc=$?" >> "$OUT/campaign.log"
+  rc=$?  # before the echo: its $(date) would reset $?
+  echo "[$(date -u +%FT%TZ)] $1 seed $2: rc=$rc" >> "$OUT/campaign.log"
 }
 export -f job
 cd "$CODE" && xargs -P "${PARALLEL:-2}" -L 1 bash -c 'job "$@"' _ < "$OUT/jobs.txt"
