@@ -27,9 +27,11 @@ Things the paper leaves open, and what we chose (each recorded in the outputs):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
+import subprocess
 import time
 import warnings
 from collections import Counter
@@ -302,16 +304,29 @@ def machine_info(backend: str) -> dict:
     info = {"host": platform.node(), "platform": platform.platform(), "processor": platform.processor() or None,
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
             "ekdaa_cuda": __version__, "backend": backend, "cuda": cuda_status(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    try:
-        import subprocess
-
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
-        info["commit"] = commit or None
-    except Exception:  # not a checkout
-        info["commit"] = None
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": code_commit()}
     return info
+
+
+@functools.cache
+def code_commit() -> str | None:
+    """The commit this package was imported from (``git_commit`` of its folder), read once per
+    process, so a run records the code it started with even if the checkout moves on while it trains."""
+    return git_commit(Path(__file__).parent)
+
+
+def git_commit(folder) -> str | None:
+    """The short commit of the checkout holding ``folder``, with "+changes" when the tracked files
+    under ``folder`` differ from it; None outside a git checkout or without git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=folder, timeout=5).stdout.strip()
+        if commit and subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=folder,
+                                     timeout=5).returncode == 1:
+            commit += "+changes"
+    except (OSError, subprocess.SubprocessError):  # no git, or it hung
+        return None
+    return commit or None
 
 
 def _stats(values) -> tuple[float, float]:

@@ -149,12 +149,13 @@ def execute_run(run: dict, data, out_root: str, keep_checkpoint: bool = False, t
     (or ``error.json`` when it raises). Resumes from the run's checkpoint when one is there; a run
     already finished is read back. Returns the result; this is the task each engine executes."""
     from . import training
-    from .reproduce import machine_info
+    from .reproduce import code_commit, machine_info
 
     run_dir = Path(out_root) / run["dir"]
     done = finished_result(run_dir, run["key"])
     if done is not None:
         return done
+    code_commit()  # read before training, so the result names the code that ran, not the checkout at its end
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         attempt = int(json.loads((run_dir / WORKER).read_text()).get("attempt", 0)) + 1

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -206,3 +207,23 @@ def test_cli_reproduce(tmp_path, capsys):
     assert cli.main(["reproduce", "table2", "--rules", "nope", "--out", str(out), "--no-progress"]) == 2
     assert "unknown method" in capsys.readouterr().err
     assert cli.main(["reproduce", "curves", "--out", str(tmp_path / "empty")]) == 2
+
+
+def test_git_commit_names_the_checkout_and_its_changes(tmp_path):
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    assert rp.git_commit(tmp_path) is None  # not a checkout
+    repo, pkg = tmp_path / "repo", tmp_path / "repo" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (repo / "other.txt").write_text("o\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "c"]):
+        subprocess.run([*git, *args], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert rp.git_commit(pkg) == head
+    (repo / "other.txt").write_text("changed outside the package\n")
+    assert rp.git_commit(pkg) == head
+    (pkg / "a.py").write_text("x = 2\n")
+    assert rp.git_commit(pkg) == head + "+changes"
+    assert rp.code_commit() is rp.code_commit()  # read once per process

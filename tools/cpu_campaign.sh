@@ -3,7 +3,8 @@
 # NumPy backend, one BLAS thread per job, PARALLEL jobs at a time (default: all), each job's output
 # in OUT/logs/<setting>-<seed>.log and a line per finished job in OUT/search.log. Resumable: a
 # finished run is read back, an interrupted one resumes from its checkpoint. Run it from anywhere
-# against a clone of the code, so edits to the working tree do not reach running jobs:
+# against a clone of the code, so edits to the working tree do not reach running jobs (PY must not
+# have another checkout installed: the script checks that the jobs import CODE's package):
 #   CODE=/path/to/clone OUT=results/<folder> setsid bash tools/cpu_campaign.sh "bp-tuned-dropout 0" "bp-tuned-dropout 1" &
 # then tabulate: ekdaa-cuda reproduce table2 --dataset DATASET --methods ... --trials N --epochs EPOCHS --out OUT
 set -u
@@ -11,6 +12,11 @@ CODE=${CODE:?clone of the code}; OUT=$(realpath "${OUT:?output folder}")
 export PYTHONPATH=$CODE PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 export OUT PY=${PY:-python} DATASET=${DATASET:-fashion-mnist} EPOCHS=${EPOCHS:-20} NICE=${NICE:-5}
 (( $# )) || { echo "usage: CODE=... OUT=... $0 '<setting> <seed>' ..." >&2; exit 2; }
+# An editable install's import hook wins over PYTHONPATH: make sure the jobs really run CODE.
+where=$(cd /tmp && "$PY" -c 'import ekdaa_cuda; print(ekdaa_cuda.__file__)') || exit 2
+[[ $where == "$(realpath "$CODE")"/* ]] || { echo "$PY imports ekdaa_cuda from $where, not from CODE=$CODE" \
+  "(an editable install of another checkout takes precedence over PYTHONPATH): use a Python environment" \
+  "without ekdaa_cuda installed, or install CODE into it" >&2; exit 2; }
 mkdir -p "$OUT/logs"
 job() {
   nice -n "$NICE" "$PY" -m ekdaa_cuda.cli reproduce table2 --dataset "$DATASET" --methods "$1" --seeds "$2" \
