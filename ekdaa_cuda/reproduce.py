@@ -298,14 +298,13 @@ def load_data(dataset: str, train_limit=None, test_limit=None, data_root=None):
 
 
 def machine_info(backend: str) -> dict:
-    """Where a result came from: host, CPU count, library versions, backend and CUDA status."""
+    """Where a result came from: host, CPU count, library versions, backend, CUDA status and commit."""
     from . import __version__, cuda_status
 
-    info = {"host": platform.node(), "platform": platform.platform(), "processor": platform.processor() or None,
+    return {"host": platform.node(), "platform": platform.platform(), "processor": platform.processor() or None,
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
             "ekdaa_cuda": __version__, "backend": backend, "cuda": cuda_status(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": code_commit()}
-    return info
 
 
 @functools.cache
