@@ -11,12 +11,23 @@ float32 code with the host compiler (its own FMA contraction and libm), so the s
 
 On the simulator the presets run at small widths (SIM_WIDTHS) and small batches, to keep the
 file inside CI's time; every layer kind, rule and option is still exercised.
+
+Argmax routing is the one discontinuity: a 2x2 pool window whose two largest entries lie within
+the backends' rounding difference of each other (up to ~2.6e-7 of the layer's largest entry,
+measured) picks another pixel on each backend, and the error it routes moves a whole filter's
+update beyond any rounding bound. Over a few steps that happens for about 1 seed in 500-1,000
+(measured on the simulator; CI seed 1994219849 failed so). Tests that compare several steps
+therefore run the numpy model first and draw another batch while it pools a near-tie (run_both);
+on the GPU, at full widths, near-ties cannot be drawn around and are not (see run_both).
 """
+
+import math
 
 import numpy as np
 import pytest
 
 import ekdaa_cuda as ek
+from ekdaa_cuda import reference
 
 pytestmark = pytest.mark.gpu
 
@@ -42,6 +53,56 @@ def pair(device, preset, **kw):
             ek.build_model(preset, backend=device.name, widths=widths, **kw))
 
 
+# A pool window is a near-tie when its two largest entries differ by less than this fraction of the
+# layer's largest |entry|: ~4x the largest difference between the backends' pre-pool values measured.
+NEAR_TIE = 1e-6
+TIE_FREE_DRAWS = 20
+
+
+class PoolGaps:
+    """While active, records the smallest gap between the two largest entries of any 2x2 window the
+    numpy backend max-pools, relative to that layer's largest |entry|. Exact ties of zeros (ReLU,
+    dropout) are left out: both backends produce them exactly and break them alike."""
+
+    def __enter__(self):
+        self.smallest, self.pool = math.inf, reference.maxpool2x2_nhwc
+
+        def recording_pool(z):
+            h2, w2 = z.shape[1] // 2, z.shape[2] // 2
+            corners = np.sort(np.stack([z[:, dy:2 * h2:2, dx:2 * w2:2] for dy in (0, 1) for dx in (0, 1)], -1), -1)
+            first, second = corners[..., 3].astype(np.float64), corners[..., 2].astype(np.float64)
+            gap = np.where((first == 0) & (second == 0), np.inf, first - second)
+            if gap.size:
+                self.smallest = min(self.smallest, float(gap.min()) / max(float(np.abs(z).max()), 1e-30))
+            return self.pool(z)
+
+        reference.maxpool2x2_nhwc = recording_pool
+        return self
+
+    def __exit__(self, *exc):
+        reference.maxpool2x2_nhwc = self.pool
+
+
+def run_both(device, rng, preset, n, run, **kw):
+    """``run(model, x, labels)`` on the numpy model and on the device's, both built with ``kw`` (small
+    widths on the simulator), from a batch of n on which the numpy run pools no near-tie: on the
+    simulator, batches are drawn until one does not (about 1 in 5 does). On the GPU the first batch is
+    taken: at full widths almost every batch holds near-ties. Returns x, labels, the numpy model and
+    its run's result, the device model and its run's result."""
+    widths = SIM_WIDTHS[preset] if device.simulated else None
+    for _ in range(TIE_FREE_DRAWS):
+        x, labels = batch(rng, preset, n)
+        cpu = ek.build_model(preset, backend="numpy", widths=widths, **kw)
+        with PoolGaps() as gaps:
+            cpu_result = run(cpu, x, labels)
+        if gaps.smallest > NEAR_TIE or not device.simulated:
+            break
+    else:
+        raise AssertionError(f"{TIE_FREE_DRAWS} batches of {n} all pooled a near-tie (gap <= {NEAR_TIE:g})")
+    gpu = ek.build_model(preset, backend=device.name, widths=widths, **kw)
+    return x, labels, cpu, cpu_result, gpu, run(gpu, x, labels)
+
+
 def batch_size(device, rng, sizes=(1, 7, 50)):
     return int(rng.choice((1, 3, 7) if device.simulated else sizes))
 
@@ -55,13 +116,15 @@ def batch_size(device, rng, sizes=(1, 7, 50)):
 ])
 def test_updates_and_steps_equal_numpy_backend(device, rng, preset, rule, options):
     n = batch_size(device, rng)
-    x, labels = batch(rng, preset, n)
-    cpu, gpu = pair(device, preset, rule=rule, seed=3, **options)
-    close(cpu.state_dict(), gpu.state_dict(), "initial parameters")
-    close(cpu.updates(x, labels), gpu.updates(x, labels), f"updates (batch {n})")
-    for _ in range(3):
-        a, b = cpu.step(x, labels), gpu.step(x, labels)
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+
+    def run(model, x, labels):
+        return model.state_dict(), model.updates(x, labels), [model.step(x, labels)["loss"] for _ in range(3)]
+
+    x, _, cpu, (init_c, upd_c, loss_c), gpu, (init_g, upd_g, loss_g) = run_both(
+        device, rng, preset, n, run, rule=rule, seed=3, **options)
+    close(init_c, init_g, "initial parameters")
+    close(upd_c, upd_g, f"updates (batch {n})")
+    assert loss_g == pytest.approx(loss_c, rel=1e-3)
     close(cpu.state_dict(), gpu.state_dict(), "parameters after 3 steps")
     np.testing.assert_allclose(gpu.forward(x), cpu.forward(x), rtol=1e-3, atol=1e-5)
 
@@ -84,8 +147,16 @@ def test_signum_model_agrees_with_numpy_backend(device, rng, preset):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
 def test_optimizers_and_pascanu_equal_numpy_backend(device, rng, optimizer):
+    """Four optimizer steps with Pascanu rescaling on both backends. The errors are unpooled bilinearly:
+    argmax unpooling is discontinuous, and over four steps a pool window whose two largest entries lie
+    within float32 rounding of each other (the backends' sums differ by ~2e-7 of the layer's largest
+    entry) routes its error to another pixel on each backend, which moves a whole filter's update and
+    momentum beyond any rounding bound. With argmax this test failed for 1 of 1,000 seeds with SGD and
+    2 of 1,000 with Adam (on the simulator; CI seed 1994219849: conv2 channel 3 of image 2, a gap of
+    2.8e-8 at the second step). Bilinear unpooling keeps every step continuous in the rounding, so the
+    tolerances of close() hold; argmax routing is compared in the tests above."""
     x, labels = batch(rng, "fmnist", 5 if device.simulated else 20)
-    cpu, gpu = pair(device, "fmnist", optimizer=optimizer, lr=1e-3, rho=0.5, seed=1)
+    cpu, gpu = pair(device, "fmnist", optimizer=optimizer, lr=1e-3, rho=0.5, seed=1, unpool="bilinear")
     steps = 4
     for _ in range(steps):
         cpu.step(x, labels)
@@ -147,12 +218,15 @@ def test_short_training_run_follows_numpy(device, tmp_path):
 
 @pytest.mark.parametrize("rule", ["fa", "kp", "dfa", "sdfa", "rdfa", "drtp"])
 def test_comparison_rules_equal_numpy_backend(device, rng, rule):
-    x, labels = batch(rng, "fmnist", 5 if device.simulated else 20)
-    cpu, gpu = pair(device, "fmnist", rule=rule, seed=2, dropout=0.1)
-    close(cpu.updates(x, labels), gpu.updates(x, labels), f"{rule} updates")
-    for _ in range(2):
-        cpu.step(x, labels)
-        gpu.step(x, labels)
+    def run(model, x, labels):
+        updates = model.updates(x, labels)
+        for _ in range(2):
+            model.step(x, labels)
+        return updates
+
+    _, _, cpu, upd_c, gpu, upd_g = run_both(device, rng, "fmnist", 5 if device.simulated else 20, run,
+                                            rule=rule, seed=2, dropout=0.1)
+    close(upd_c, upd_g, f"{rule} updates")
     close(cpu.state_dict(), gpu.state_dict(), f"{rule} parameters after 2 steps")
 
 
@@ -167,11 +241,13 @@ def test_lra_e_on_the_fc_preset_equals_numpy_backend(device, rng):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_checkpoints_move_between_numpy_and_the_device(device, rng, tmp_path, optimizer):
     """A checkpoint written on one backend continues on the other: numpy -> device and device -> numpy,
-    after which both take the same next step (parameters and optimizer state within the tolerances)."""
+    after which both take the same next step (parameters and optimizer state within the tolerances).
+    Errors are unpooled bilinearly, as in test_optimizers_and_pascanu_equal_numpy_backend: the steps
+    then stay continuous in the rounding, with no argmax near-tie to flip."""
     from ekdaa_cuda.training import load_checkpoint, save_checkpoint
 
     x, labels = batch(rng, "fmnist", 5 if device.simulated else 20)
-    kw = dict(optimizer=optimizer, lr=1e-3, seed=4, dropout=0.1)
+    kw = dict(optimizer=optimizer, lr=1e-3, seed=4, dropout=0.1, unpool="bilinear")
     for first, second in ((0, 1), (1, 0)):
         models = pair(device, "fmnist", **kw)
         for _ in range(2):
