@@ -18,7 +18,7 @@ measured) picks another pixel on each backend, and the error it routes moves a w
 update beyond any rounding bound. Over a few steps that happens for about 1 seed in 500-1,000
 (measured on the simulator; CI seed 1994219849 failed so). Tests that compare several steps
 therefore run the numpy model first and draw another batch while it pools a near-tie (run_both);
-on the GPU, at full widths, near-ties cannot be drawn around and are not (see run_both).
+on the GPU, whose layers are full width, they use at most 3 images so that such batches are not rare.
 """
 
 import math
@@ -56,7 +56,7 @@ def pair(device, preset, **kw):
 # A pool window is a near-tie when its two largest entries differ by less than this fraction of the
 # layer's largest |entry|: ~4x the largest difference between the backends' pre-pool values measured.
 NEAR_TIE = 1e-6
-TIE_FREE_DRAWS = 20
+TIE_FREE_DRAWS = 30
 
 
 class PoolGaps:
@@ -85,17 +85,18 @@ class PoolGaps:
 
 def run_both(device, rng, preset, n, run, **kw):
     """``run(model, x, labels)`` on the numpy model and on the device's, both built with ``kw`` (small
-    widths on the simulator), from a batch of n on which the numpy run pools no near-tie: on the
-    simulator, batches are drawn until one does not (about 1 in 5 does). On the GPU the first batch is
-    taken: at full widths almost every batch holds near-ties. Returns x, labels, the numpy model and
-    its run's result, the device model and its run's result."""
+    widths on the simulator), from a batch of n on which the numpy run pools no near-tie: batches are
+    drawn until one does not. On the simulator 1.03-1.13 draws per test were needed (measured over 40
+    seeds); at full widths the windows are 8x (fmnist) to 16x (cifar) as many per image, hence n <= 3 on
+    the GPU. Returns x,
+    labels, the numpy model and its run's result, the device model and its run's result."""
     widths = SIM_WIDTHS[preset] if device.simulated else None
     for _ in range(TIE_FREE_DRAWS):
         x, labels = batch(rng, preset, n)
         cpu = ek.build_model(preset, backend="numpy", widths=widths, **kw)
         with PoolGaps() as gaps:
             cpu_result = run(cpu, x, labels)
-        if gaps.smallest > NEAR_TIE or not device.simulated:
+        if gaps.smallest > NEAR_TIE:
             break
     else:
         raise AssertionError(f"{TIE_FREE_DRAWS} batches of {n} all pooled a near-tie (gap <= {NEAR_TIE:g})")
@@ -103,8 +104,8 @@ def run_both(device, rng, preset, n, run, **kw):
     return x, labels, cpu, cpu_result, gpu, run(gpu, x, labels)
 
 
-def batch_size(device, rng, sizes=(1, 7, 50)):
-    return int(rng.choice((1, 3, 7) if device.simulated else sizes))
+def batch_size(device, rng):
+    return int(rng.choice((1, 3, 7) if device.simulated else (1, 3)))
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -224,7 +225,7 @@ def test_comparison_rules_equal_numpy_backend(device, rng, rule):
             model.step(x, labels)
         return updates
 
-    _, _, cpu, upd_c, gpu, upd_g = run_both(device, rng, "fmnist", 5 if device.simulated else 20, run,
+    _, _, cpu, upd_c, gpu, upd_g = run_both(device, rng, "fmnist", 5 if device.simulated else 3, run,
                                             rule=rule, seed=2, dropout=0.1)
     close(upd_c, upd_g, f"{rule} updates")
     close(cpu.state_dict(), gpu.state_dict(), f"{rule} parameters after 2 steps")
