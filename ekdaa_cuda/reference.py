@@ -204,10 +204,15 @@ def conv2d_filter_grad_nhwc(z: np.ndarray, e: np.ndarray, k: int, cols: np.ndarr
     return g.reshape(co, k, k, ci).transpose(0, 3, 1, 2)
 
 
-def maxpool2x2_nhwc(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pool_corners(z: np.ndarray) -> list[np.ndarray]:
+    """The four entries of every 2x2 window of z [N, H, W, C] (an odd last row or column left out), each
+    [N, H//2, W//2, C], in the window's row-major order: code 2*dy + dx."""
     h2, w2 = z.shape[1] // 2, z.shape[2] // 2
-    # the four window positions in row-major order: code 2*dy + dx
-    corners = [z[:, dy : 2 * h2 : 2, dx : 2 * w2 : 2] for dy in (0, 1) for dx in (0, 1)]
+    return [z[:, dy : 2 * h2 : 2, dx : 2 * w2 : 2] for dy in (0, 1) for dx in (0, 1)]
+
+
+def maxpool2x2_nhwc(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    corners = pool_corners(z)
     pooled = np.maximum(np.maximum(corners[0], corners[1]), np.maximum(corners[2], corners[3]))
     idx = np.full(pooled.shape, 3, dtype=np.uint8)
     for code in (2, 1, 0):  # the first maximum in window order wins ties

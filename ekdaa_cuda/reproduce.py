@@ -133,6 +133,12 @@ SETTINGS = {
         "which rescales every tensor's update to norm 1 before Adam (the updates' norms run from about 5 to 350 "
         "per tensor); 10k images x 2 epochs, seed 0: rho 0 / 200 / 50 / 10 / 3 / 1 gave 81.3 / 81.7 / 82.5 / 83.5 / "
         "83.7 / 83.7% (results/2026-12-07-ekdaa-rho); meant for 20 epochs"),
+    "ekdaa-tuned-rms-warmup-dropout": dict(
+        rule="ekdaa", network="cnn", batch_size=50,
+        options={**_TUNED, **_DROPOUT, "normalize": "rms", "beta": 0.3, "schedule": "warmup-cosine"},
+        paper=None, source="our tuning, not in the paper: ekdaa-tuned-rms-dropout with a linear learning-rate "
+        "warm-up over the first 5% of the updates (one epoch of 20) before the cosine decay "
+        "(results/2026-12-07-ekdaa-warmup); meant for 20 epochs"),
     "ekdaa-release-tuned": dict(
         rule="ekdaa", network="cnn", batch_size=50,
         options={**_TUNED, **_DROPOUT, "variant": "release", "normalize": "rms", "beta": 0.3},
@@ -225,6 +231,7 @@ PAPER_NAMES = {"bp": "BP", "bp-tuned": "BP (tuned as ekdaa-tuned)", "bp-tuned-dr
                "ekdaa-tuned-rms-beta1-dropout": "EKDAA (tuned, dropout, rms, beta 1)",
                "ekdaa-tuned-rms-bias-dropout": "EKDAA (tuned, dropout, rms, bias)",
                "ekdaa-tuned-rms-rho-dropout": "EKDAA (tuned, dropout, rms, rho 1)",
+               "ekdaa-tuned-rms-warmup-dropout": "EKDAA (tuned, dropout, rms, warm-up)",
                "ekdaa-release-tuned": "EKDAA (release network, tuned, dropout)",
                "ekdaa-signum": "EKDAA, Sig.",
                "ekdaa-signum-release": "EKDAA, Sig. (release network)",

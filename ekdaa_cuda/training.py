@@ -36,7 +36,10 @@ CURVES = "curves.png"
 SAFETENSORS = "checkpoint.safetensors"  # the parameters alone, beside the .npz (optional package)
 RUN_FILES = (CHECKPOINT, SAFETENSORS, METRICS, METRICS_CSV, CURVES)  # what a run writes in its out_dir
 CSV_FIELDS = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "warmup-cosine")
+# "warmup-cosine" rises linearly over this fraction of all updates (one epoch of 20) before its cosine
+# decay: the common remedy for Adam's large first steps, while its second-moment estimate is young.
+WARMUP_FRACTION = 0.05
 # train()'s keywords that are model options (ekdaa_cuda.model.DEFAULT_OPTIONS, plus dropout and widths)
 MODEL_OPTIONS = ("lr", "optimizer", "momentum", "beta1", "beta2", "eps", "decay", "rho", "beta", "gamma",
                  "activation", "dropout", "dropout_conv", "dropout_fc", "bias", "init", "error_init", "unpool",
@@ -53,10 +56,17 @@ LOSS_BOUND_FACTOR = 10.0
 
 
 def lr_scale(schedule: str, step: int, total_steps: int) -> float:
-    """Learning-rate multiplier at a step: 1 ("constant") or 0.5·(1 + cos(π·step/total)) ("cosine",
-    from 1 at the first update towards 0 at the last)."""
+    """Learning-rate multiplier at update ``step`` (0-based) of ``total_steps``: 1 ("constant");
+    0.5·(1 + cos(π·step/total)) ("cosine", from 1 at the first update towards 0 at the last);
+    "warmup-cosine": (step + 1)/w over the first w = ⌈WARMUP_FRACTION·total⌉ updates, then the cosine
+    over the remaining ones, from 1 towards 0."""
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    if schedule == "warmup-cosine":
+        warmup = math.ceil(WARMUP_FRACTION * total_steps)
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(total_steps - warmup, 1)))
     return 1.0
 
 
@@ -286,7 +296,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         dataset: the dataset to read (None: the preset's); data_root: the folder holding its files
             (None: ``$EKDAA_DATA``, then the cache and system folders of ``ekdaa_cuda.data``).
         data: ``(x_train, y_train, x_test, y_test)`` arrays instead of reading ``dataset``.
-        schedule: "constant" or "cosine" (learning rate × 0.5·(1 + cos(π·step/total)) over all updates).
+        schedule: "constant", "cosine" (learning rate × 0.5·(1 + cos(π·step/total)) over all updates) or
+            "warmup-cosine" (a linear rise over the first 5% of the updates, then the cosine; ``lr_scale``).
         threads: BLAS threads for the host arithmetic (None: ``DEFAULT_THREADS`` = 1, the fastest
             setting measured on a busy 2-core machine; see the README).
         progress: show a progress bar; log: a function receiving one line per epoch and notices.

@@ -16,6 +16,17 @@ def template_data(n_train=120, n_test=40, seed=0, noise=0.2):
     return images(ytr), ytr, images(yte), yte
 
 
+# The layer widths of the presets on the CPU simulator (tests/gpu): small, so a model step takes
+# seconds there; a GPU runs the presets' own widths.
+SIM_WIDTHS = {"fmnist": (4, 8, 8, 16), "cifar": (4, 4, 8, 8, 8, 8, 16), "fmnist-fc": (16, 16)}
+
+
+def model_widths(device, preset):
+    """The ``widths`` option the GPU tests build ``preset`` with: SIM_WIDTHS on the simulator, None (the
+    preset's own) on a GPU."""
+    return SIM_WIDTHS[preset] if device.simulated else None
+
+
 def host(a):
     """A device array (cupy or numpy, as on the CPU simulator) as a NumPy array."""
     return a.get() if hasattr(a, "get") else np.array(a)  # a copy on both

@@ -162,3 +162,24 @@ def test_cosine_schedule_scales_every_update(monkeypatch):
     assert seen[0] == 1.0 and seen[-1] < 0.1
     with pytest.raises(ValueError, match="schedule"):
         ek.train("fmnist", data=template_data(), schedule="linear", **SMALL)
+
+
+def test_warmup_cosine_schedule_rises_then_decays(monkeypatch):
+    """warmup-cosine: (s + 1)/w over the first w = ceil(0.05·total) updates, then the cosine from 1."""
+    from ekdaa_cuda.training import lr_scale
+
+    total = 41  # w = 3: 1/3, 2/3, 1, then cos over the remaining 38 updates
+    scales = [lr_scale("warmup-cosine", s, total) for s in range(total)]
+    assert scales[:4] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
+    assert scales[3:] == pytest.approx([0.5 * (1 + np.cos(np.pi * k / 38)) for k in range(38)])
+    assert lr_scale("warmup-cosine", 0, 1) == 1.0  # a single update is not left at zero
+    seen = []
+    real = ek.Model.step_arrays
+
+    def spy(self, x, labels, lr_scale=1.0, **kwargs):
+        seen.append(lr_scale)
+        return real(self, x, labels, lr_scale, **kwargs)
+
+    monkeypatch.setattr(ek.Model, "step_arrays", spy)
+    ek.train("fmnist", epochs=2, batch_size=40, data=template_data(), schedule="warmup-cosine", **SMALL)
+    assert seen == pytest.approx([1.0] + [0.5 * (1 + np.cos(np.pi * k / 5)) for k in range(5)])

@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import model_widths
 
 import ekdaa_cuda as ek
 from ekdaa_cuda import reference
@@ -32,7 +33,6 @@ from ekdaa_cuda import reference
 pytestmark = pytest.mark.gpu
 
 PRESETS = {"fmnist": (1, 28, 28), "cifar": (3, 32, 32)}
-SIM_WIDTHS = {"fmnist": (4, 8, 8, 16), "cifar": (4, 4, 8, 8, 8, 8, 16), "fmnist-fc": (16, 16)}
 
 
 def close(ref, got, what):
@@ -48,7 +48,7 @@ def batch(rng, preset, n):
 
 def pair(device, preset, **kw):
     """The same model on backend "numpy" and on ``device`` (small widths on the simulator)."""
-    widths = SIM_WIDTHS[preset] if device.simulated else None
+    widths = model_widths(device, preset)
     return (ek.build_model(preset, backend="numpy", widths=widths, **kw),
             ek.build_model(preset, backend=device.name, widths=widths, **kw))
 
@@ -68,8 +68,7 @@ class PoolGaps:
         self.smallest, self.pool = math.inf, reference.maxpool2x2_nhwc
 
         def recording_pool(z):
-            h2, w2 = z.shape[1] // 2, z.shape[2] // 2
-            corners = np.sort(np.stack([z[:, dy:2 * h2:2, dx:2 * w2:2] for dy in (0, 1) for dx in (0, 1)], -1), -1)
+            corners = np.sort(np.stack(reference.pool_corners(z), -1), -1)
             first, second = corners[..., 3].astype(np.float64), corners[..., 2].astype(np.float64)
             gap = np.where((first == 0) & (second == 0), np.inf, first - second)
             if gap.size:
@@ -88,9 +87,9 @@ def run_both(device, rng, preset, n, run, **kw):
     widths on the simulator), from a batch of n on which the numpy run pools no near-tie: batches are
     drawn until one does not. On the simulator 1.03-1.13 draws per test were needed (measured over 40
     seeds); at full widths the windows are 8x (fmnist) to 16x (cifar) as many per image, hence n <= 3 on
-    the GPU. Returns x,
-    labels, the numpy model and its run's result, the device model and its run's result."""
-    widths = SIM_WIDTHS[preset] if device.simulated else None
+    the GPU. Returns x, labels, the numpy model and its run's result, the device model and its run's
+    result."""
+    widths = model_widths(device, preset)
     for _ in range(TIE_FREE_DRAWS):
         x, labels = batch(rng, preset, n)
         cpu = ek.build_model(preset, backend="numpy", widths=widths, **kw)
@@ -206,7 +205,7 @@ def test_short_training_run_follows_numpy(device, tmp_path):
         data = (*load_dataset("fmnist", "train", limit=n_train), *load_dataset("fmnist", "test", limit=n_test))
     except DatasetNotFoundError as exc:
         pytest.skip(str(exc))
-    widths = SIM_WIDTHS["fmnist"] if device.simulated else None
+    widths = model_widths(device, "fmnist")
     kw = dict(epochs=2, data=data, progress=False, dropout_conv=0.1, dropout_fc=0.3, widths=widths)
     cpu = ek.train("fmnist", backend="numpy", **kw)
     gpu = ek.train("fmnist", backend=device.name, out_dir=tmp_path, **kw)
@@ -233,7 +232,7 @@ def test_comparison_rules_equal_numpy_backend(device, rng, rule):
 
 def test_lra_e_on_the_fc_preset_equals_numpy_backend(device, rng):
     x, labels = batch(rng, "fmnist", 5 if device.simulated else 20)
-    widths = SIM_WIDTHS["fmnist-fc"] if device.simulated else None
+    widths = model_widths(device, "fmnist-fc")
     cpu = ek.build_model("fmnist-fc", rule="lra-e", backend="numpy", seed=2, widths=widths)
     gpu = ek.build_model("fmnist-fc", rule="lra-e", backend=device.name, seed=2, widths=widths)
     close(cpu.updates(x, labels), gpu.updates(x, labels), "lra-e updates")

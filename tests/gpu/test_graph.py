@@ -11,18 +11,16 @@ graph tests need a GPU and are skipped here with that reason.
 
 import numpy as np
 import pytest
+from helpers import model_widths
 
 import ekdaa_cuda as ek
 from ekdaa_cuda.backend_cuda import CudaBackend
 
 pytestmark = pytest.mark.gpu
 
-SIM_WIDTHS = (4, 8, 8, 16)
-
 
 def fmnist(device, **kw):
-    return ek.build_model("fmnist", backend=device.name, widths=SIM_WIDTHS if device.simulated else None, seed=1,
-                          **kw)
+    return ek.build_model("fmnist", backend=device.name, widths=model_widths(device, "fmnist"), seed=1, **kw)
 
 
 def batches(rng, sizes):

@@ -13,20 +13,20 @@ tolerance below): not bitwise.
 
 import numpy as np
 import pytest
+from helpers import model_widths
 
 import ekdaa_cuda as ek
 from ekdaa_cuda.ops import conv as conv_ops
 
 pytestmark = pytest.mark.gpu
 
-SIM_WIDTHS = {"fmnist": (4, 8, 8, 16), "cifar": (4, 4, 8, 8, 8, 8, 16)}
 INPUT = {"fmnist": (1, 28, 28), "cifar": (3, 32, 32)}
 POOLED_CONVS = {"fmnist": 2, "cifar": 3}
 
 
 def _model(device, preset, rule, sparse, **kw):
     model = ek.build_model(preset, backend=device.name, rule=rule, seed=5,
-                           widths=SIM_WIDTHS[preset] if device.simulated else None, **kw)
+                           widths=model_widths(device, preset), **kw)
     model.backend.pooled_filter_update = sparse
     # Every step through the ops, so the counter below sees each layer's path (from the third step on
     # a model replays its recorded launches; tests/gpu/test_graph.py checks replay against eager).
