@@ -1,6 +1,10 @@
 """Small shared test data (importable from the tests: pyproject sets pytest's pythonpath)."""
 
+import math
+
 import numpy as np
+
+from ekdaa_cuda import reference
 
 
 def template_data(n_train=120, n_test=40, seed=0, noise=0.2):
@@ -25,6 +29,50 @@ def model_widths(device, preset):
     """The ``widths`` option the GPU tests build ``preset`` with: SIM_WIDTHS on the simulator, None (the
     preset's own) on a GPU."""
     return SIM_WIDTHS[preset] if device.simulated else None
+
+
+# A 2x2 pool window is a near-tie when its two largest entries differ by at most this fraction of the
+# layer's largest |entry|: ~4x the largest difference between the numpy and CUDA backends' pre-pool
+# values measured (2.6e-7). Argmax routing is discontinuous there: two computations that round
+# differently may pick different pixels, and the routed error then moves a whole filter's update.
+NEAR_TIE = 1e-6
+TIE_FREE_DRAWS = 30
+
+
+class PoolGaps:
+    """While active, records the smallest gap between the two largest entries of any 2x2 window the
+    numpy backend max-pools (``reference.maxpool2x2_nhwc``), relative to that layer's largest |entry|.
+    Exact ties of zeros (ReLU, dropout) are left out: every backend produces them exactly and breaks
+    them alike."""
+
+    def __enter__(self):
+        self.smallest, self.pool = math.inf, reference.maxpool2x2_nhwc
+
+        def recording_pool(z):
+            corners = np.sort(np.stack(reference.pool_corners(z), -1), -1)
+            first, second = corners[..., 3].astype(np.float64), corners[..., 2].astype(np.float64)
+            gap = np.where((first == 0) & (second == 0), np.inf, first - second)
+            if gap.size:
+                self.smallest = min(self.smallest, float(gap.min()) / max(float(np.abs(z).max()), 1e-30))
+            return self.pool(z)
+
+        reference.maxpool2x2_nhwc = recording_pool
+        return self
+
+    def __exit__(self, *exc):
+        reference.maxpool2x2_nhwc = self.pool
+
+
+def tie_free_draw(draw, run_numpy):
+    """``(drawn, run_numpy(*drawn))`` for the first of up to TIE_FREE_DRAWS ``draw()`` results on which
+    ``run_numpy`` (a run on backend "numpy") max-pools no near-tie; AssertionError if every draw does."""
+    for _ in range(TIE_FREE_DRAWS):
+        drawn = draw()
+        with PoolGaps() as gaps:
+            result = run_numpy(*drawn)
+        if gaps.smallest > NEAR_TIE:
+            return drawn, result
+    raise AssertionError(f"{TIE_FREE_DRAWS} draws all max-pooled a near-tie (gap <= {NEAR_TIE:g} of the layer's peak)")
 
 
 def host(a):

@@ -21,14 +21,11 @@ therefore run the numpy model first and draw another batch while it pools a near
 on the GPU, whose layers are full width, they use at most 3 images so that such batches are not rare.
 """
 
-import math
-
 import numpy as np
 import pytest
-from helpers import model_widths
+from helpers import model_widths, tie_free_draw
 
 import ekdaa_cuda as ek
-from ekdaa_cuda import reference
 
 pytestmark = pytest.mark.gpu
 
@@ -53,35 +50,6 @@ def pair(device, preset, **kw):
             ek.build_model(preset, backend=device.name, widths=widths, **kw))
 
 
-# A pool window is a near-tie when its two largest entries differ by less than this fraction of the
-# layer's largest |entry|: ~4x the largest difference between the backends' pre-pool values measured.
-NEAR_TIE = 1e-6
-TIE_FREE_DRAWS = 30
-
-
-class PoolGaps:
-    """While active, records the smallest gap between the two largest entries of any 2x2 window the
-    numpy backend max-pools, relative to that layer's largest |entry|. Exact ties of zeros (ReLU,
-    dropout) are left out: both backends produce them exactly and break them alike."""
-
-    def __enter__(self):
-        self.smallest, self.pool = math.inf, reference.maxpool2x2_nhwc
-
-        def recording_pool(z):
-            corners = np.sort(np.stack(reference.pool_corners(z), -1), -1)
-            first, second = corners[..., 3].astype(np.float64), corners[..., 2].astype(np.float64)
-            gap = np.where((first == 0) & (second == 0), np.inf, first - second)
-            if gap.size:
-                self.smallest = min(self.smallest, float(gap.min()) / max(float(np.abs(z).max()), 1e-30))
-            return self.pool(z)
-
-        reference.maxpool2x2_nhwc = recording_pool
-        return self
-
-    def __exit__(self, *exc):
-        reference.maxpool2x2_nhwc = self.pool
-
-
 def run_both(device, rng, preset, n, run, **kw):
     """``run(model, x, labels)`` on the numpy model and on the device's, both built with ``kw`` (small
     widths on the simulator), from a batch of n on which the numpy run pools no near-tie: batches are
@@ -90,15 +58,12 @@ def run_both(device, rng, preset, n, run, **kw):
     the GPU. Returns x, labels, the numpy model and its run's result, the device model and its run's
     result."""
     widths = model_widths(device, preset)
-    for _ in range(TIE_FREE_DRAWS):
-        x, labels = batch(rng, preset, n)
+
+    def run_numpy(x, labels):
         cpu = ek.build_model(preset, backend="numpy", widths=widths, **kw)
-        with PoolGaps() as gaps:
-            cpu_result = run(cpu, x, labels)
-        if gaps.smallest > NEAR_TIE:
-            break
-    else:
-        raise AssertionError(f"{TIE_FREE_DRAWS} batches of {n} all pooled a near-tie (gap <= {NEAR_TIE:g})")
+        return cpu, run(cpu, x, labels)
+
+    (x, labels), (cpu, cpu_result) = tie_free_draw(lambda: batch(rng, preset, n), run_numpy)
     gpu = ek.build_model(preset, backend=device.name, widths=widths, **kw)
     return x, labels, cpu, cpu_result, gpu, run(gpu, x, labels)
 
