@@ -147,7 +147,8 @@ def test_one_epoch_of_10k_fashion_mnist_reaches_75_percent():
     assert result.test_accuracy >= 0.75
 
 
-def test_cosine_schedule_scales_every_update(monkeypatch):
+def lr_scales_of_train(monkeypatch, schedule):
+    """The lr_scale of every update of a 2-epoch, 3-batch-per-epoch ``train`` under ``schedule``."""
     seen = []
     real = ek.Model.step_arrays
 
@@ -156,7 +157,12 @@ def test_cosine_schedule_scales_every_update(monkeypatch):
         return real(self, x, labels, lr_scale, **kwargs)
 
     monkeypatch.setattr(ek.Model, "step_arrays", spy)
-    ek.train("fmnist", epochs=2, batch_size=40, data=template_data(), schedule="cosine", **SMALL)
+    ek.train("fmnist", epochs=2, batch_size=40, data=template_data(), schedule=schedule, **SMALL)
+    return seen
+
+
+def test_cosine_schedule_scales_every_update(monkeypatch):
+    seen = lr_scales_of_train(monkeypatch, "cosine")
     total = 2 * 3
     assert seen == pytest.approx([0.5 * (1 + np.cos(np.pi * s / total)) for s in range(total)])
     assert seen[0] == 1.0 and seen[-1] < 0.1
@@ -173,13 +179,6 @@ def test_warmup_cosine_schedule_rises_then_decays(monkeypatch):
     assert scales[:4] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
     assert scales[3:] == pytest.approx([0.5 * (1 + np.cos(np.pi * k / 38)) for k in range(38)])
     assert lr_scale("warmup-cosine", 0, 1) == 1.0  # a single update is not left at zero
-    seen = []
-    real = ek.Model.step_arrays
-
-    def spy(self, x, labels, lr_scale=1.0, **kwargs):
-        seen.append(lr_scale)
-        return real(self, x, labels, lr_scale, **kwargs)
-
-    monkeypatch.setattr(ek.Model, "step_arrays", spy)
-    ek.train("fmnist", epochs=2, batch_size=40, data=template_data(), schedule="warmup-cosine", **SMALL)
+    # 6 updates: w = 1, then the cosine over 5
+    seen = lr_scales_of_train(monkeypatch, "warmup-cosine")
     assert seen == pytest.approx([1.0] + [0.5 * (1 + np.cos(np.pi * k / 5)) for k in range(5)])
