@@ -139,6 +139,12 @@ SETTINGS = {
         paper=None, source="our tuning, not in the paper: ekdaa-tuned-rms-dropout with a linear learning-rate "
         "warm-up over the first 5% of the updates (one epoch of 20) before the cosine decay "
         "(results/2026-12-07-ekdaa-warmup); meant for 20 epochs"),
+    "ekdaa-tuned-rms-warmup-b25-dropout": dict(
+        rule="ekdaa", network="cnn", batch_size=25,
+        options={**_TUNED, **_DROPOUT, "normalize": "rms", "beta": 0.3, "schedule": "warmup-cosine"},
+        paper=None, source="our tuning, not in the paper: ekdaa-tuned-rms-warmup-dropout with batches of 25 "
+        "instead of 50 (twice the updates per epoch at the same learning rate; results/2026-12-07-ekdaa-batch25); "
+        "meant for 20 epochs"),
     "ekdaa-release-tuned": dict(
         rule="ekdaa", network="cnn", batch_size=50,
         options={**_TUNED, **_DROPOUT, "variant": "release", "normalize": "rms", "beta": 0.3},
@@ -232,6 +238,7 @@ PAPER_NAMES = {"bp": "BP", "bp-tuned": "BP (tuned as ekdaa-tuned)", "bp-tuned-dr
                "ekdaa-tuned-rms-bias-dropout": "EKDAA (tuned, dropout, rms, bias)",
                "ekdaa-tuned-rms-rho-dropout": "EKDAA (tuned, dropout, rms, rho 1)",
                "ekdaa-tuned-rms-warmup-dropout": "EKDAA (tuned, dropout, rms, warm-up)",
+               "ekdaa-tuned-rms-warmup-b25-dropout": "EKDAA (tuned, dropout, rms, warm-up, batch 25)",
                "ekdaa-release-tuned": "EKDAA (release network, tuned, dropout)",
                "ekdaa-signum": "EKDAA, Sig.",
                "ekdaa-signum-release": "EKDAA, Sig. (release network)",
