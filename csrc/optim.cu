@@ -9,6 +9,7 @@
 //     sgd      v ← μv + Δ;                       p ← p − λv
 //     adam     m ← β1 m + (1−β1)Δ; v ← β2 v + (1−β2)Δ²;  p ← p − λ (m/(1−β1^t)) / (√(v/(1−β2^t)) + ε)
 //     rmsprop  s ← ρ_d s + (1−ρ_d)Δ²;            p ← p − λΔ / (√s + ε)
+//     then, with weight decay wd > 0 (decoupled), p ← p − λ·wd·p_old (p_old: p before the step)
 //
 // Layout: every tensor is a flat contiguous float32 array. The tensors travel as small device
 // tables of int64 (addresses and sizes) built by ekdaa_cuda.ops.optim; each tensor is cut into

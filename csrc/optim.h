@@ -27,6 +27,7 @@ struct OptimHyper {
     float decay;                                       // rmsprop
     float eps;                                         // adam, rmsprop
     float rho;                                         // Pascanu threshold; 0 = off
+    float weight_decay;                                // decoupled: p ← p − λ·wd·p_old; 0 = off
 };
 
 // Pascanu rescaling factor for an update with squared Frobenius norm `sq_norm`:
@@ -36,9 +37,11 @@ EKDAA_HD float pascanu_factor(float sq_norm, float rho) {
     return (rho > 0.0f && norm > rho) ? rho / norm : 1.0f;
 }
 
-// One element's step with (already rescaled) update g. State: sgd s1 = velocity v; adam s1 = m,
-// s2 = v; rmsprop s1 = s. Unused state slots are left untouched.
+// One element's step with (already rescaled) update g, then the decoupled weight decay on the
+// parameter as it was before the step (Loshchilov & Hutter's AdamW/SGDW). State: sgd s1 = velocity v;
+// adam s1 = m, s2 = v; rmsprop s1 = s. Unused state slots are left untouched.
 EKDAA_HD void optim_apply(const OptimHyper& hp, float lr, float g, float& p, float& s1, float& s2) {
+    const float decay_step = lr * hp.weight_decay * p;
     switch (hp.kind) {
         case kSgd:  // v ← μv + Δ; p ← p − λv (PyTorch; μ = 0 is plain SGD)
             s1 = hp.momentum * s1 + g;
@@ -57,6 +60,7 @@ EKDAA_HD void optim_apply(const OptimHyper& hp, float lr, float g, float& p, flo
             p -= lr * g / (sqrtf(s1) + hp.eps);
             break;
     }
+    p -= decay_step;
 }
 
 // Index of the tensor that owns chunk c: chunk_offsets[t] <= c < chunk_offsets[t + 1]

@@ -134,6 +134,9 @@ def _add_train(sub) -> None:
                    help=f"RMSprop decay of the squared-update average, in [0, 1) ({_default('decay')})")
     m.add_argument("--rho", type=_checked("rho"), default=None,
                    help=f"Pascanu rescaling threshold per tensor, >= 0, 0 = off ({_default('rho')})")
+    m.add_argument("--weight-decay", type=_checked("weight_decay"), default=None,
+                   help="decoupled weight decay wd, >= 0: p ← p − lr·wd·p after each step, on every tensor "
+                        f"(AdamW / SGDW; {_default('weight_decay')}, off)")
     m.add_argument("--beta", type=_checked("beta"), default=None,
                    help=f"EKDAA β, the step of the target y = φ(h − βd), >= 0 ({_default('beta')})")
     m.add_argument("--gamma", type=_checked("gamma"), default=None,

@@ -117,6 +117,7 @@ OPTION_RANGES = {
     "eps": (lambda v: v > 0, "> 0"),
     "decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "rho": (lambda v: v >= 0, ">= 0 (0 turns Pascanu rescaling off)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0 (0 turns decoupled weight decay off)"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "dropout_conv": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "dropout_fc": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -619,8 +620,8 @@ def build_model(preset_or_layers="fmnist", rule: str = "ekdaa", backend: str = "
     init="glorot_uniform", error_init="glorot_uniform"|"forward", unpool="argmax"|"bilinear",
     normalize="none"|"release"|"rms", variant="paper"|"release", dropout / dropout_conv / dropout_fc,
     optimizer="sgd"|"adam"|"rmsprop", lr=5e-4, momentum=0.9, beta1, beta2, eps, decay, rho=0
-    (Pascanu), dtype="float32"|"float64", kp_decay=0 (rule "kp"), widths=(...) to resize a preset's layers,
-    input_shape=(C, H, W) for a list of layers.
+    (Pascanu), weight_decay=0 (decoupled, every tensor), dtype="float32"|"float64", kp_decay=0 (rule
+    "kp"), widths=(...) to resize a preset's layers, input_shape=(C, H, W) for a list of layers.
     """
     widths = options.pop("widths", None)
     if widths is not None:

@@ -1,6 +1,7 @@
 """Optimizers for the NumPy backend: SGD with momentum, Adam and RMSprop, each with
-per-tensor Pascanu rescaling (SPEC.md "Optimisers"). The rule's updates Δ are treated
-as gradients: W ← W − λ·step(Δ).
+per-tensor Pascanu rescaling (SPEC.md "Optimisers") and optional decoupled weight decay
+(``weight_decay`` wd: p ← p − λ·wd·p_old after the step, on every tensor). The rule's updates Δ
+are treated as gradients: W ← W − λ·step(Δ).
 
 ``Optimizer.apply`` is pure: it returns the new parameters and the new state without
 touching the old ones, so a step that fails part-way leaves the model unchanged.
@@ -12,7 +13,7 @@ import numpy as np
 
 from . import reference as ref
 
-DEFAULT_HYPER = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "decay": 0.9}
+DEFAULT_HYPER = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "decay": 0.9, "weight_decay": 0.0}
 
 
 class Optimizer:
@@ -53,6 +54,8 @@ class Optimizer:
                 s = st["s"] if st else np.zeros_like(p)
                 new_params[key], s = ref.rmsprop_update(p, g, s, lr, h["decay"], h["eps"])
                 new_state[key] = {"s": s}
+            if h["weight_decay"] > 0:
+                new_params[key] = ref.decoupled_weight_decay(new_params[key], p, lr, h["weight_decay"])
         return new_params, new_state, t
 
     def commit(self, new_state: dict, t: int) -> None:

@@ -407,3 +407,10 @@ def rmsprop_update(p, g, s, lr, decay=0.9, eps=1e-8):
     t = p.dtype.type
     s = t(decay) * s + t(1 - decay) * g * g
     return p - t(lr) * g / (np.sqrt(s) + t(eps)), s
+
+
+def decoupled_weight_decay(p_stepped, p, lr, weight_decay):
+    """p_stepped − λ·wd·p, with p the parameter before the optimizer's step and p_stepped after it:
+    weight decay kept out of the update Δ (Loshchilov & Hutter 2019, AdamW / SGDW)."""
+    t = p.dtype.type
+    return p_stepped - t(lr) * t(weight_decay) * p

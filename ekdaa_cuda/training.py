@@ -41,8 +41,8 @@ SCHEDULES = ("constant", "cosine", "warmup-cosine")
 # decay: the common remedy for Adam's large first steps, while its second-moment estimate is young.
 WARMUP_FRACTION = 0.05
 # train()'s keywords that are model options (ekdaa_cuda.model.DEFAULT_OPTIONS, plus dropout and widths)
-MODEL_OPTIONS = ("lr", "optimizer", "momentum", "beta1", "beta2", "eps", "decay", "rho", "beta", "gamma",
-                 "activation", "dropout", "dropout_conv", "dropout_fc", "bias", "init", "error_init", "unpool",
+MODEL_OPTIONS = ("lr", "optimizer", "momentum", "beta1", "beta2", "eps", "decay", "rho", "weight_decay", "beta",
+                 "gamma", "activation", "dropout", "dropout_conv", "dropout_fc", "bias", "init", "error_init", "unpool",
                  "normalize", "variant", "dtype", "kp_decay", "widths")
 # BLAS threads of the host arithmetic when train(threads=None): measured on the 2-core development
 # machine under load (README "Performance"), one thread was faster than two.
@@ -278,7 +278,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
           overwrite: bool = False, threads: int | None = None, plot: bool = True,
           lr: float | None = None, optimizer: str | None = None, momentum: float | None = None,
           beta1: float | None = None, beta2: float | None = None, eps: float | None = None,
-          decay: float | None = None, rho: float | None = None, beta: float | None = None,
+          decay: float | None = None, rho: float | None = None, weight_decay: float | None = None,
+          beta: float | None = None,
           gamma: float | None = None, activation: str | None = None, dropout: float | None = None,
           dropout_conv: float | None = None, dropout_fc: float | None = None, bias: bool | None = None,
           init: str | None = None, error_init: str | None = None, unpool: str | None = None,
@@ -310,14 +311,15 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         from its checkpoint) or ``overwrite=True`` (delete that run's files and start again).
 
     Model options (None: the default of ``ekdaa_cuda.model.DEFAULT_OPTIONS``, shown in brackets)
-        lr [5e-4] > 0, optimizer ["sgd"; "adam", "rmsprop"], momentum [0.9], beta1 [0.9],
-        beta2 [0.999], decay [0.9] (RMSprop) all in [0, 1), eps [1e-8] > 0, rho [0] >= 0 (Pascanu
-        rescaling, 0 = off), beta [0.9] >= 0 and gamma [0.1] >= 0 (EKDAA's target step and
-        error-kernel scale), activation ["tanh"], dropout (sets dropout_conv and dropout_fc) [0] in
-        [0, 1), bias [False], init ["glorot_uniform"], error_init ["glorot_uniform"], unpool
-        ["argmax"], normalize ["none"; "release", "rms"], variant ["paper"; "release" switches the
-        last three to "forward", "bilinear", "release"], dtype ["float32"], kp_decay [0] (rule
-        "kp"), widths (the preset's conv/FC sizes, positive ints, in order).
+        lr [5e-4] > 0, optimizer ["sgd"; "adam", "rmsprop"], momentum [0.9], beta1 [0.9], beta2 [0.999],
+        decay [0.9] (RMSprop) all in [0, 1), eps [1e-8] > 0, rho [0] >= 0 (Pascanu rescaling, 0 = off),
+        weight_decay [0] >= 0 (decoupled: p ← p − lr·wd·p after each step, on every tensor the rule updates,
+        as AdamW / SGDW; 0 = off), beta [0.9] >= 0 and gamma [0.1] >= 0 (EKDAA's target step and
+        error-kernel scale), activation ["tanh"], dropout (sets dropout_conv and dropout_fc) [0] in [0, 1),
+        bias [False], init ["glorot_uniform"], error_init ["glorot_uniform"], unpool ["argmax"], normalize
+        ["none"; "release", "rms"], variant ["paper"; "release" switches the last three to "forward",
+        "bilinear", "release"], dtype ["float32"], kp_decay [0] (rule "kp"), widths (the preset's conv/FC
+        sizes, positive ints, in order).
 
     Stops with ``TrainingDiverged`` when an update or the loss is not finite, or when the mean
     training loss over a check window (``CHECK_EVERY`` updates) exceeds ``LOSS_BOUND_FACTOR``·ln(K)

@@ -77,7 +77,8 @@ def test_no_command_prints_help(capsys):
 @pytest.mark.parametrize("kwargs, name", [
     (dict(beta=-1.0), "beta"), (dict(gamma=-0.1), "gamma"), (dict(lr=0.0), "lr"), (dict(lr=-1e-3), "lr"),
     (dict(momentum=1.0), "momentum"), (dict(beta1=-0.1), "beta1"), (dict(beta2=1.0), "beta2"), (dict(eps=0.0), "eps"),
-    (dict(decay=1.5), "decay"), (dict(rho=-1.0), "rho"), (dict(dropout=1.0), "dropout"),
+    (dict(decay=1.5), "decay"), (dict(rho=-1.0), "rho"), (dict(weight_decay=-1e-4), "weight_decay"),
+    (dict(dropout=1.0), "dropout"),
     (dict(dropout_fc=-0.1), "dropout_fc"), (dict(kp_decay=-1.0), "kp_decay"), (dict(beta=float("nan")), "beta"),
     (dict(widths=(4, 0, 8, 16)), "widths"), (dict(widths=(4, 6.5, 8, 16)), "widths"), (dict(bias="yes"), "bias"),
     (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch_size"), (dict(threads=0), "threads"),
@@ -93,6 +94,7 @@ def test_api_rejects_out_of_range_values_naming_the_option(kwargs, name):
     (["--beta", "-1"], "--beta"), (["--lr", "0"], "--lr"), (["--momentum", "1"], "--momentum"),
     (["--dropout", "1.5"], "--dropout"), (["--widths", "4,0,8,16"], "--widths"), (["--epochs", "0"], "--epochs"),
     (["--batch-size", "0"], "--batch-size"), (["--threads", "0"], "--threads"), (["--gamma", "x"], "--gamma"),
+    (["--weight-decay", "-1"], "--weight-decay"),
 ])
 def test_cli_rejects_out_of_range_values_naming_the_option(argv, flag, capsys):
     with pytest.raises(SystemExit) as exit_:

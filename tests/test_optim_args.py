@@ -17,7 +17,7 @@ from ekdaa_cuda.ops import optim as optim_ops
 from ekdaa_cuda.ops._check import RULE_CODES
 from ekdaa_cuda.optim import DEFAULT_HYPER
 
-HYPER = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "decay": 0.9}
+HYPER = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "decay": 0.9, "weight_decay": 0.0}
 
 
 # ---------------------------------------------------------------- tables
@@ -75,6 +75,8 @@ def test_state_slots_match_numpy_optimizer():
         ({"decay": 1.5}, "MultiTensorOptimizer: decay"),
         ({"rho": -1.0}, "MultiTensorOptimizer: rho"),
         ({"rho": float("inf")}, "MultiTensorOptimizer: rho"),
+        ({"weight_decay": -1e-3}, "MultiTensorOptimizer: weight_decay"),
+        ({"weight_decay": float("nan")}, "MultiTensorOptimizer: weight_decay"),
     ],
 )
 def test_optimizer_rejects_bad_settings_before_touching_arrays(kwargs, match):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ekdaa_cuda import reference as ref
+from ekdaa_cuda.optim import Optimizer
 
 
 def naive_conv(x, w, b=None):
@@ -187,6 +188,24 @@ def test_optimizers_by_hand():
     pr, s = ref.rmsprop_update(p, g, np.zeros(2), lr=0.1, decay=0.9)
     np.testing.assert_allclose(s, 0.1 * g * g)
     np.testing.assert_allclose(pr, p - 0.1 * g / (np.sqrt(0.1) * np.abs(g) + 1e-8))
+    # decoupled weight decay shrinks the parameter from before the step, whatever the step was
+    np.testing.assert_allclose(ref.decoupled_weight_decay(p1, p, lr=0.1, weight_decay=0.5), p1 - 0.05 * p)
+
+
+def test_weight_decay_in_the_optimizer_by_hand():
+    """Integer-valued parameters, steps and rates that are powers of 2: every product is exact."""
+    p = {"w": np.array([4.0, -8.0, 2.0])}
+    g = {"w": np.array([1.0, 2.0, -4.0])}
+    sgd = Optimizer("sgd", lr=0.5, momentum=0.0, weight_decay=0.25)
+    np.testing.assert_array_equal(sgd.step(p, g)["w"], p["w"] - 0.5 * g["w"] - 0.125 * p["w"])
+    adam = Optimizer("adam", lr=0.5, weight_decay=0.25)  # a first Adam step moves by lr·sign(g) (to ε)
+    np.testing.assert_allclose(adam.step(p, g)["w"], p["w"] - 0.5 * np.sign(g["w"]) - 0.125 * p["w"], rtol=1e-7)
+    still = Optimizer("rmsprop", lr=0.5, weight_decay=0.25)  # a zero update: decay alone
+    np.testing.assert_array_equal(still.step(p, {"w": np.zeros(3)})["w"], 0.875 * p["w"])
+    assert Optimizer("sgd", lr=0.5).hyper["weight_decay"] == 0.0  # off by default
+
+
+def test_optimizer_pascanu():
     big = np.array([3.0, 4.0])
     np.testing.assert_allclose(ref.pascanu_rescale(big, 1.0), [0.6, 0.8])
     assert ref.pascanu_rescale(big, 10.0) is big and ref.pascanu_rescale(big, 0.0) is big

@@ -6,7 +6,10 @@ with Pascanu rescaling per tensor (Δ ← ρΔ/‖Δ‖_F when ‖Δ‖_F > ρ; 
 
 - ``sgd``:     v ← μv + Δ; p ← p − λv (PyTorch's momentum; μ = 0 is plain SGD);
 - ``adam``:    m ← β1 m + (1−β1)Δ; v ← β2 v + (1−β2)Δ²; p ← p − λ (m/(1−β1^t)) / (√(v/(1−β2^t)) + ε);
-- ``rmsprop``: s ← ρ_d s + (1−ρ_d)Δ²; p ← p − λΔ / (√s + ε)  (ρ_d = ``decay``).
+- ``rmsprop``: s ← ρ_d s + (1−ρ_d)Δ²; p ← p − λΔ / (√s + ε)  (ρ_d = ``decay``);
+
+then, with ``weight_decay`` wd > 0, the decoupled weight decay p ← p − λ·wd·p_old of every tensor
+(p_old: the parameter before the step; Loshchilov & Hutter's AdamW / SGDW, not an L2 term in Δ).
 
 The kernels find the tensors through small int64 device tables (addresses and sizes) built
 here once per parameter list (``tensor_table``, ``chunk_offsets``); the table of update
@@ -57,7 +60,7 @@ def _fraction(name: str, value) -> float:
     return v
 
 
-def check_hyper(kind, lr, momentum, beta1, beta2, eps, decay, rho) -> dict:
+def check_hyper(kind, lr, momentum, beta1, beta2, eps, decay, rho, weight_decay) -> dict:
     """Validate the scalar settings (no device needed); returns them as floats."""
     if kind not in OPTIMIZER_CODES:
         raise ValueError(f"{OP}: kind must be one of {', '.join(OPTIMIZER_CODES)}, got {kind!r}")
@@ -70,6 +73,9 @@ def check_hyper(kind, lr, momentum, beta1, beta2, eps, decay, rho) -> dict:
     rho = finite_float(OP, "rho", rho)
     if rho < 0:
         raise ValueError(f"{OP}: rho must be >= 0 (0 turns Pascanu rescaling off), got {rho!r}")
+    weight_decay = finite_float(OP, "weight_decay", weight_decay)
+    if weight_decay < 0:
+        raise ValueError(f"{OP}: weight_decay must be >= 0 (0 turns it off), got {weight_decay!r}")
     return {
         "lr": lr,
         "momentum": _fraction("momentum", momentum),
@@ -78,6 +84,7 @@ def check_hyper(kind, lr, momentum, beta1, beta2, eps, decay, rho) -> dict:
         "eps": eps,
         "decay": _fraction("decay", decay),
         "rho": rho,
+        "weight_decay": weight_decay,
     }
 
 
@@ -117,9 +124,10 @@ class MultiTensorOptimizer:
         eps=1e-8,
         decay=0.9,
         rho=0.0,
+        weight_decay=0.0,
         device=None,
     ):
-        hyper = check_hyper(kind, lr, momentum, beta1, beta2, eps, decay, rho)
+        hyper = check_hyper(kind, lr, momentum, beta1, beta2, eps, decay, rho, weight_decay)
         if isinstance(params, (str, bytes)) or not hasattr(params, "__len__") or len(params) == 0:
             raise ValueError(f"{OP}: params must be a non-empty list of device arrays, got {type(params).__name__}")
         params = list(params)
@@ -135,6 +143,7 @@ class MultiTensorOptimizer:
         self.kind = kind
         self.lr, self.momentum, self.beta1, self.beta2 = hyper["lr"], hyper["momentum"], hyper["beta1"], hyper["beta2"]
         self.eps, self.decay, self.rho = hyper["eps"], hyper["decay"], hyper["rho"]
+        self.weight_decay = hyper["weight_decay"]
         self.params = params
         self.t = 0
         self.state = [{slot: xp.zeros_like(p) for slot in STATE_SLOTS[kind]} for p in params]
@@ -210,6 +219,7 @@ class MultiTensorOptimizer:
             hyper["decay"],
             hyper["eps"],
             hyper["rho"],
+            hyper["weight_decay"],
             stream,
         )
         self.t = t
@@ -218,7 +228,8 @@ class MultiTensorOptimizer:
         """Validate the settings and ``lr_scale`` and write the per-tensor learning rates into their
         device table (in place, only when they change); returns the validated settings."""
         scales = check_lr_scale(lr_scale, len(self.params))
-        hyper = check_hyper(self.kind, self.lr, self.momentum, self.beta1, self.beta2, self.eps, self.decay, self.rho)
+        hyper = check_hyper(self.kind, self.lr, self.momentum, self.beta1, self.beta2, self.eps, self.decay, self.rho,
+                            self.weight_decay)
         lr_key = (hyper["lr"], scales)
         if lr_key != self._lr_key:  # e.g. every step under a schedule: no synchronisation
             self._lrs_host = np.array([hyper["lr"] * s for s in scales], dtype=np.float32)

@@ -112,16 +112,17 @@ def test_signum_model_agrees_with_numpy_backend(device, rng, preset):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
 def test_optimizers_and_pascanu_equal_numpy_backend(device, rng, optimizer):
-    """Four optimizer steps with Pascanu rescaling on both backends. The errors are unpooled bilinearly:
-    argmax unpooling is discontinuous, and over four steps a pool window whose two largest entries lie
-    within float32 rounding of each other (the backends' sums differ by ~2e-7 of the layer's largest
-    entry) routes its error to another pixel on each backend, which moves a whole filter's update and
-    momentum beyond any rounding bound. With argmax this test failed for 1 of 1,000 seeds with SGD and
-    2 of 1,000 with Adam (on the simulator; CI seed 1994219849: conv2 channel 3 of image 2, a gap of
+    """Four optimizer steps with Pascanu rescaling and decoupled weight decay on both backends. The errors are
+    unpooled bilinearly: argmax unpooling is discontinuous, and over four steps a pool window whose two
+    largest entries lie within float32 rounding of each other (the backends' sums differ by ~2e-7 of the
+    layer's largest entry) routes its error to another pixel on each backend, which moves a whole filter's
+    update and momentum beyond any rounding bound. With argmax this test failed for 1 of 1,000 seeds with
+    SGD and 2 of 1,000 with Adam (on the simulator; CI seed 1994219849: conv2 channel 3 of image 2, a gap of
     2.8e-8 at the second step). Bilinear unpooling keeps every step continuous in the rounding, so the
     tolerances of close() hold; argmax routing is compared in the tests above."""
     x, labels = batch(rng, "fmnist", 5 if device.simulated else 20)
-    cpu, gpu = pair(device, "fmnist", optimizer=optimizer, lr=1e-3, rho=0.5, seed=1, unpool="bilinear")
+    cpu, gpu = pair(device, "fmnist", optimizer=optimizer, lr=1e-3, rho=0.5, weight_decay=0.5, seed=1,
+                    unpool="bilinear")
     steps = 4
     for _ in range(steps):
         cpu.step(x, labels)

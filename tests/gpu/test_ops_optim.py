@@ -1,7 +1,8 @@
 """Tests of ``ekdaa_cuda.ops.optim.MultiTensorOptimizer`` (kernels in ``csrc/optim.cu``).
 
 Several steps of sgd / adam / rmsprop over a list of tensors of awkward sizes (1, primes,
-chunk ± 1, several chunks) with per-tensor learning rates, Pascanu rescaling off and on, are
+chunk ± 1, several chunks) with per-tensor learning rates, Pascanu rescaling off and on, decoupled
+weight decay off and on, are
 compared with the NumPy backend's optimizer (``ekdaa_cuda.optim.Optimizer``, built on the
 ``ekdaa_cuda.reference`` update functions) run in float64. Also: steps are bit-for-bit
 reproducible, the update-address table is rebuilt when the update arrays change, state
@@ -23,7 +24,7 @@ from ekdaa_cuda.optim import Optimizer
 
 pytestmark = pytest.mark.gpu
 
-HYPER = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "decay": 0.9}
+HYPER = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "decay": 0.9, "weight_decay": 0.0}
 LR, STEPS, RHO = 1e-2, 4, 1.0
 
 
@@ -57,13 +58,16 @@ def random_grads(rng, shapes, rescale):
 
 @pytest.mark.parametrize("kind", reference.OPTIMIZERS)
 @pytest.mark.parametrize("rescale", [False, True], ids=["rho_off", "rho_on"])
-def test_steps_match_reference(xp, optim, rng, shapes, kind, rescale):
+@pytest.mark.parametrize("weight_decay", [0.0, 3.0], ids=["wd_off", "wd_on"])
+def test_steps_match_reference(xp, optim, rng, shapes, kind, rescale, weight_decay):
+    # wd 3 with λ up to 2·LR takes up to 6% of p per step: far above the float32 rounding checked below
     rho = RHO if rescale else 0.0
+    hyper = {**HYPER, "weight_decay": weight_decay}
     params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     lr_scale = [float(rng.choice([0.5, 1.0, 2.0])) for _ in shapes]
     gpu_params = [xp.array(p) for p in params]
-    opt = optim.MultiTensorOptimizer(gpu_params, kind=kind, lr=LR, rho=rho, **HYPER)
-    oracles = [Optimizer(kind, lr=LR * s, rho=rho, **HYPER) for s in lr_scale]
+    opt = optim.MultiTensorOptimizer(gpu_params, kind=kind, lr=LR, rho=rho, **hyper)
+    oracles = [Optimizer(kind, lr=LR * s, rho=rho, **hyper) for s in lr_scale]
     ref_params = [{"p": p.astype(np.float64)} for p in params]
     for _ in range(STEPS):
         grads = random_grads(rng, shapes, rescale)
@@ -251,4 +255,4 @@ def test_bad_arguments(xp, optim, case):
 def test_launcher_rechecks_the_optimizer_kind(device):
     """Below the Python checks, the raw launcher refuses an unknown optimizer code itself."""
     with pytest.raises(ValueError, match=r"^optim_update: kind must be 0 \(sgd\), 1 \(adam\) or 2 \(rmsprop\), got 7"):
-        device.ext.optim_update(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0.9, 0.9, 0.999, 1.0, 1.0, 0.9, 1e-8, 0.0, 0)
+        device.ext.optim_update(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0.9, 0.9, 0.999, 1.0, 1.0, 0.9, 1e-8, 0.0, 0.0, 0)
