@@ -279,12 +279,11 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
           lr: float | None = None, optimizer: str | None = None, momentum: float | None = None,
           beta1: float | None = None, beta2: float | None = None, eps: float | None = None,
           decay: float | None = None, rho: float | None = None, weight_decay: float | None = None,
-          beta: float | None = None,
-          gamma: float | None = None, activation: str | None = None, dropout: float | None = None,
-          dropout_conv: float | None = None, dropout_fc: float | None = None, bias: bool | None = None,
-          init: str | None = None, error_init: str | None = None, unpool: str | None = None,
-          normalize: str | None = None, variant: str | None = None, dtype: str | None = None,
-          kp_decay: float | None = None, widths=None) -> TrainResult:
+          beta: float | None = None, gamma: float | None = None, activation: str | None = None,
+          dropout: float | None = None, dropout_conv: float | None = None, dropout_fc: float | None = None,
+          bias: bool | None = None, init: str | None = None, error_init: str | None = None,
+          unpool: str | None = None, normalize: str | None = None, variant: str | None = None,
+          dtype: str | None = None, kp_decay: float | None = None, widths=None) -> TrainResult:
     """Train a preset on its dataset and evaluate on the test split after every epoch.
 
     Run

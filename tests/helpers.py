@@ -42,7 +42,7 @@ NEAR_TIE = 1e-6
 TIE_FREE_DRAWS = 30
 
 
-class PoolGaps:
+class NearTies:
     """While active, records the smallest gap between the two largest entries of any 2x2 window the
     numpy backend max-pools (``reference.maxpool2x2_nhwc``), and the smallest nonzero |h| that it
     passes through ReLU (``reference.activate``), each relative to that layer's largest |entry|.
@@ -83,7 +83,7 @@ def tie_free_draw(draw, run_numpy):
     kink; AssertionError if every draw does."""
     for _ in range(TIE_FREE_DRAWS):
         drawn = draw()
-        with PoolGaps() as gaps:
+        with NearTies() as gaps:
             result = run_numpy(*drawn)
         if gaps.smallest > NEAR_TIE:
             return drawn, result
