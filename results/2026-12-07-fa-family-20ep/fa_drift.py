@@ -14,15 +14,12 @@ the same run with conv layers that never learn).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
 
 import numpy as np
 
 from ekdaa_cuda.data import load_dataset
 from ekdaa_cuda.model import build_model
-from ekdaa_cuda.reproduce import SETTINGS
+from ekdaa_cuda.reproduce import SETTINGS, machine_info
 from ekdaa_cuda.training import atomic_write_json, blas_threads
 
 
@@ -47,13 +44,11 @@ def main() -> None:
     setting = SETTINGS[args.setting]
     x, y = load_dataset("fashion-mnist", "train")
     xt, yt = load_dataset("fashion-mnist", "test", limit=2000)
-    here = os.path.dirname(os.path.abspath(__file__))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here).stdout.strip()
     model = build_model("fmnist", rule=setting["rule"], backend="numpy", seed=args.seed, **setting["options"])
     w0 = {b.name: model.backend.to_numpy(model.params[f"{b.name}.weight"]).copy() for b in model.blocks}
     record = {"what": __doc__.splitlines()[0], "setting": args.setting, "seed": args.seed,
               "freeze_conv": args.freeze_conv, "options": setting["options"], "batch_size": setting["batch_size"],
-              "commit": commit, "machine": platform.node(), "snapshots": []}
+              "machine": machine_info("numpy"), "snapshots": []}
     conv_blocks = [b for b in model.blocks if b.kind == "conv"]
     batch, order = setting["batch_size"], np.random.default_rng(args.seed).permutation(len(x))
     with blas_threads(1):

@@ -1,11 +1,11 @@
 """Random-conv-feature baseline for the FA-family rows (issue 13, point 4: explain the gaps).
 
 What a network reaches when its conv stack never learns: the fmnist CNN's three conv layers are
-kept at their random initialisation (``--setting``'s init; fa and drtp: glorot_normal, tanh), and
-only the FC head (fc128 tanh + softmax out10) is trained, with the setting's optimizer, batch and FC
-dropout (fa: SGD 5e-4, momentum 0.9, summed updates, batch 64, dropout 0.3; drtp: the same with
-batch 32), by backprop (exact gradients, ``--head-rule bp``) or by the rule under study (``fa``,
-``drtp``: the output layer learns from its own error, fc128 from the rule's feedback). Set beside
+kept at their random initialisation (``--setting``'s init, tanh), and only the FC head (fc128 tanh
++ softmax out10) is trained, with the setting's optimizer, batch and FC dropout (e.g. fa: SGD 5e-4,
+momentum 0.9, summed updates, batch 64, dropout 0.3; drtp: the same with batch 32), by backprop
+(exact gradients, ``--head-rule bp``) or by the rule under study (``fa``, ``dfa``, ``sdfa``, ``drtp``:
+the output layer learns from its own error, fc128 from the rule's feedback). Set beside
 the full networks' rows, this separates what a rule loses in its conv layers from what it loses in
 its FC layers.
 
@@ -16,22 +16,20 @@ its FC layers.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
+import functools
 import time
 
 import numpy as np
 
 from ekdaa_cuda.data import load_dataset
 from ekdaa_cuda.model import build_model
-from ekdaa_cuda.reproduce import SETTINGS
+from ekdaa_cuda.reproduce import SETTINGS, machine_info
 from ekdaa_cuda.training import atomic_write_json, blas_threads
 
 
 def run(setting_name: str, head_rule: str, seed: int, epochs: int, x, y, xt, yt, log) -> dict:
     setting = SETTINGS[setting_name]
-    opts = dict(setting["options"])
+    opts = setting["options"]
     cnn = build_model("fmnist", rule=setting["rule"], backend="numpy", seed=seed, **opts)
     conv_names = [b.name for b in cnn.blocks if b.kind == "conv"]
     f_train, f_test = cnn.hidden_features(x, conv_names[-1]), cnn.hidden_features(xt, conv_names[-1])
@@ -54,7 +52,7 @@ def run(setting_name: str, head_rule: str, seed: int, epochs: int, x, y, xt, yt,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--head-rule", default="bp", help="rule training the FC head: bp, fa or drtp")
+    ap.add_argument("--head-rule", default="bp", help="rule training the FC head: bp or the setting's rule")
     ap.add_argument("--setting", default="fa", help="named setting giving init, optimizer, batch and dropout")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=20)
@@ -62,15 +60,13 @@ def main() -> None:
     args = ap.parse_args()
     x, y = load_dataset("fashion-mnist", "train")
     xt, yt = load_dataset("fashion-mnist", "test")
-    here = os.path.dirname(os.path.abspath(__file__))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here).stdout.strip()
     setting = SETTINGS[args.setting]
     record = {"what": __doc__.splitlines()[0], "setting": args.setting, "head_rule": args.head_rule,
               "batch_size": setting["batch_size"], "options": setting["options"], "epochs": args.epochs,
-              "commit": commit, "machine": platform.node(), "runs": []}
+              "machine": machine_info("numpy"), "runs": []}
+    log = functools.partial(print, flush=True)
     with blas_threads(1):
         for seed in (int(s) for s in args.seeds.split(",")):
-            log = lambda line: print(line, flush=True)  # noqa: E731
             record["runs"].append(run(args.setting, args.head_rule, seed, args.epochs, x, y, xt, yt, log))
             atomic_write_json(args.out, record)  # after every seed: nothing lost on a crash
 
