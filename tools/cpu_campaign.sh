@@ -7,6 +7,10 @@
 # have another checkout installed: the script checks that the jobs import CODE's package):
 #   CODE=/path/to/clone OUT=results/<folder> setsid bash tools/cpu_campaign.sh "bp-tuned-dropout 0" "bp-tuned-dropout 1" &
 # then tabulate: ekdaa-cuda reproduce table2 --dataset DATASET --methods ... --trials N --epochs EPOCHS --out OUT
+# Each setsid starts a new scheduler autogroup, and Linux shares the CPU between autogroups before
+# it shares it between their processes (NICE only orders jobs within one campaign): a campaign of
+# three jobs beside two single runs, each started with its own setsid, gets 1/3 of the CPU, not 3/5.
+# Start everything through one campaign, or weight a group: echo 19 > /proc/<pid>/autogroup.
 set -u
 CODE=${CODE:?clone of the code}; OUT=$(realpath "${OUT:?output folder}")
 export PYTHONPATH=$CODE PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
