@@ -12,6 +12,7 @@ from ekdaa_cuda import reproduce
 
 cfg = reproduce.method_config("ekdaa-signum-release-slow", "fashion-mnist")
 model, _ = reproduce._build_for_hook(cfg, "numpy", 0)
+lr = cfg["options"]["lr"]
 x_train, y_train, _, _ = reproduce.load_data("fashion-mnist", train_limit=3100, test_limit=10)
 print(reproduce.machine_info("numpy"))
 for step in range(61):
@@ -21,5 +22,5 @@ for step in range(61):
         print(f"update {step}:")
         for key in updates:
             du, w = float(np.linalg.norm(updates[key])), float(np.linalg.norm(params[key]))
-            print(f"  {key:20s} |dW| {du:10.4g}  |W| {w:8.4g}  lr*|dW|/|W| at 1e-4: {1e-4 * du / w:.2e}")
+            print(f"  {key:20s} |dW| {du:10.4g}  |W| {w:8.4g}  lr*|dW|/|W| at lr {lr:g}: {lr * du / w:.2e}")
     model.step(x, y)
