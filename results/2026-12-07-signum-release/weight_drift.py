@@ -25,6 +25,6 @@ for run_dir in args.run_dir:
     arrays, state = load_checkpoint(Path(run_dir) / "checkpoint.npz")
     print(f"{run_dir} (epoch {state['epoch']}, update {int(arrays['step_count'])}):")
     for key, w0 in initial.items():
-        if key.endswith(".weight") and not key.endswith("error_weight"):
+        if key.endswith(".weight"):  # forward weights; error weights end in "_weight"
             w = arrays[f"param.{key}"]
             print(f"  {key:14s} |W - W0| / |W0| = {np.linalg.norm(w - w0) / np.linalg.norm(w0):.3e}")
