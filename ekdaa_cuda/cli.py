@@ -139,6 +139,10 @@ def _add_train(sub) -> None:
                         f"(AdamW / SGDW; {_default('weight_decay')}, off)")
     m.add_argument("--beta", type=_checked("beta"), default=None,
                    help=f"EKDAA β, the step of the target y = φ(h − βd), >= 0 ({_default('beta')})")
+    m.add_argument("--beta-end", type=_checked("beta"), default=None,
+                   help="move β linearly from --beta at the first update to this value at the last, >= 0 "
+                        "(default: β stays fixed); 0 gave the best signum runs "
+                        "(setting ekdaa-signum-release-beta-decay)")
     m.add_argument("--gamma", type=_checked("gamma"), default=None,
                    help=f"EKDAA γ, the scale of the error-kernel update ΔE = γΔW, >= 0 ({_default('gamma')})")
     m.add_argument("--activation", default=None, choices=ACTIVATIONS,
@@ -354,7 +358,8 @@ def _train(args, argv: list) -> int:
                        batch_size=args.batch_size, train_limit=args.train_limit, test_limit=args.test_limit,
                        seed=args.seed, dataset=args.dataset, data_root=args.data_root, out_dir=args.out,
                        resume=args.resume, overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
-                       progress=args.progress, plot=args.plot, schedule=args.schedule, threads=args.threads,
+                       progress=args.progress, plot=args.plot, schedule=args.schedule, beta_end=args.beta_end,
+                       threads=args.threads,
                        log=lambda msg: print(msg, flush=True), **options)
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ The config (TOML, or YAML when PyYAML is installed)::
     # top level: samples = 8, search_seed = 0
 
 Options are ``train()``'s (preset, rule, backend, epochs, batch_size, train_limit, test_limit,
-dataset, data_root, schedule, checkpoint_every) and the model options of ``build_model`` (lr,
+dataset, data_root, schedule, beta_end, checkpoint_every) and the model options of ``build_model`` (lr,
 optimizer, beta, gamma, rho, dropout, widths, ...); ``seed`` comes from ``seeds``. Every point
 is validated before anything runs.
 """
@@ -63,7 +63,7 @@ ENGINES = ("local", "ray")
 SEARCHES = ("grid", "optuna")
 #: train() keywords a sweep may set (seed comes from `seeds`; out_dir, resume, data, log, progress are the sweep's)
 TRAIN_OPTIONS = ("preset", "rule", "backend", "epochs", "batch_size", "train_limit", "test_limit", "dataset",
-                 "data_root", "schedule", "checkpoint_every")
+                 "data_root", "schedule", "beta_end", "checkpoint_every")
 _RESERVED = {"seed": "set seeds with the top-level `seeds` list", "out_dir": "use --out",
              "resume": "sweeps always resume", "data": "not a config option", "log": "not a config option",
              "progress": "use --no-progress"}
@@ -611,7 +611,7 @@ def _slug(label: str) -> str:
 def validate_train_kwargs(kwargs: dict, where: str) -> None:
     """The checks train() / build_model would make, done before anything runs."""
     from .layers import PRESETS
-    from .model import RULES, resolve_options
+    from .model import OPTION_RANGES, RULES, check_range, resolve_options
     from .training import SCHEDULES
 
     def fail(msg):
@@ -631,6 +631,11 @@ def validate_train_kwargs(kwargs: dict, where: str) -> None:
         fail(f"unknown rule {kwargs['rule']!r}; choose one of {', '.join(RULES)}")
     if kwargs.get("schedule", "constant") not in SCHEDULES:
         fail(f"unknown schedule {kwargs['schedule']!r}; choose one of {', '.join(SCHEDULES)}")
+    if kwargs.get("beta_end") is not None:
+        try:
+            check_range("beta_end", kwargs["beta_end"], *OPTION_RANGES["beta"])
+        except ValueError as exc:
+            fail(str(exc))
     if kwargs.get("backend", "auto") not in ("auto", "numpy", "cuda"):
         fail(f"unknown backend {kwargs['backend']!r}; choose auto, numpy or cuda")
     model_options = {k: v for k, v in kwargs.items() if k not in TRAIN_OPTIONS and k != "seed"}

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .layers import PRESETS
-from .model import Model, build_model
+from .model import OPTION_RANGES, Model, build_model, check_range
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
@@ -68,6 +68,12 @@ def lr_scale(schedule: str, step: int, total_steps: int) -> float:
             return (step + 1) / warmup
         return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(total_steps - warmup, 1)))
     return 1.0
+
+
+def target_step(beta: float, beta_end: float, step: int, total_steps: int) -> float:
+    """EKDAA's β (the step of the target y = φ(h − βd)) at update ``step`` (0-based) of ``total_steps``
+    under ``train(beta_end=...)``: linear from ``beta`` at the first update to ``beta_end`` at the last."""
+    return beta + (beta_end - beta) * (step / max(total_steps - 1, 1))
 
 
 class TrainingDiverged(RuntimeError):
@@ -275,7 +281,7 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
           batch_size: int = 50, train_limit: int | None = None, test_limit: int | None = None, seed: int = 0,
           dataset: str | None = None, data_root=None, out_dir=None, resume: bool = False,
           checkpoint_every: int = 0, progress: bool = True, data=None, log=None, schedule: str = "constant", *,
-          overwrite: bool = False, threads: int | None = None, plot: bool = True,
+          beta_end: float | None = None, overwrite: bool = False, threads: int | None = None, plot: bool = True,
           lr: float | None = None, optimizer: str | None = None, momentum: float | None = None,
           beta1: float | None = None, beta2: float | None = None, eps: float | None = None,
           decay: float | None = None, rho: float | None = None, weight_decay: float | None = None,
@@ -298,6 +304,9 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         data: ``(x_train, y_train, x_test, y_test)`` arrays instead of reading ``dataset``.
         schedule: "constant", "cosine" (learning rate × 0.5·(1 + cos(π·step/total)) over all updates) or
             "warmup-cosine" (a linear rise over the first 5% of the updates, then the cosine; ``lr_scale``).
+        beta_end: None keeps EKDAA's β (option ``beta``) fixed; a number >= 0 moves it linearly from
+            ``beta`` at the first update to ``beta_end`` at the last (``target_step``), e.g. 0 for a β that
+            falls to 0 over the run (the best signum setting found, ``ekdaa-signum-release-beta-decay``).
         threads: BLAS threads for the host arithmetic (None: ``DEFAULT_THREADS`` = 1, the fastest
             setting measured on a busy 2-core machine; see the README).
         progress: show a progress bar; log: a function receiving one line per epoch and notices.
@@ -338,6 +347,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if beta_end is not None:
+        check_range("beta_end", beta_end, *OPTION_RANGES["beta"])
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where the checkpoint is)")
     if resume and overwrite:
@@ -352,8 +363,11 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
     run_args = {"preset": preset, "rule": rule, "backend": getattr(backend, "name", backend), "batch_size": batch_size,
                 "train_limit": train_limit, "test_limit": test_limit, "seed": seed,
                 "dataset": dataset or PRESETS[preset]["dataset"], "schedule": schedule, "options": options}
+    if beta_end is not None:  # only then: checkpoints written before the option existed still resume
+        run_args["beta_end"] = beta_end
 
     model = build_model(preset, rule=rule, backend=backend, seed=seed, **options)  # validates every option
+    beta_start = model.opts["beta"]
     if data is None:
         x_train, y_train = _load_data(run_args["dataset"], "train", data_root, train_limit)
         x_test, y_test = _load_data(run_args["dataset"], "test", data_root, test_limit)
@@ -493,6 +507,9 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
                 idx = order[b * batch_size:(b + 1) * batch_size]
                 try:
                     scale = lr_scale(schedule, epoch * n_batches + b, epochs * n_batches)
+                    if beta_end is not None:
+                        model.opts["beta"] = target_step(beta_start, beta_end, epoch * n_batches + b,
+                                                         epochs * n_batches)
                     batch_loss, batch_correct = model.step_arrays(x_train[idx], y_train[idx], scale,
                                                                   check_finite=check_each_step)
                 except FloatingPointError as exc:

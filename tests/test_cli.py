@@ -83,6 +83,7 @@ def test_no_command_prints_help(capsys):
     (dict(widths=(4, 0, 8, 16)), "widths"), (dict(widths=(4, 6.5, 8, 16)), "widths"), (dict(bias="yes"), "bias"),
     (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch_size"), (dict(threads=0), "threads"),
     (dict(seed=-1), "seed"), (dict(train_limit=0), "train_limit"), (dict(checkpoint_every=-1), "checkpoint_every"),
+    (dict(beta_end=-0.5), "beta_end"), (dict(beta_end=float("inf")), "beta_end"),
 ])
 def test_api_rejects_out_of_range_values_naming_the_option(kwargs, name):
     args = {**SMALL, **kwargs}
@@ -94,7 +95,7 @@ def test_api_rejects_out_of_range_values_naming_the_option(kwargs, name):
     (["--beta", "-1"], "--beta"), (["--lr", "0"], "--lr"), (["--momentum", "1"], "--momentum"),
     (["--dropout", "1.5"], "--dropout"), (["--widths", "4,0,8,16"], "--widths"), (["--epochs", "0"], "--epochs"),
     (["--batch-size", "0"], "--batch-size"), (["--threads", "0"], "--threads"), (["--gamma", "x"], "--gamma"),
-    (["--weight-decay", "-1"], "--weight-decay"),
+    (["--weight-decay", "-1"], "--weight-decay"), (["--beta-end", "-1"], "--beta-end"),
 ])
 def test_cli_rejects_out_of_range_values_naming_the_option(argv, flag, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -156,18 +156,24 @@ def test_alignment_figure(tmp_path):
     assert all(r["out.update_angle"] < 1e-2 for r in rec)  # the output layer's update is the exact gradient
 
 
-def test_hooked_training_follows_the_schedule_like_train():
-    """t-SNE and alignment retrain a setting with its learning-rate schedule (a training option, not a
-    model option) exactly as ``train`` does: ekdaa-tuned (Adam + cosine) ends with the same weights."""
+@pytest.mark.parametrize("method, schedules", [
+    ("ekdaa-tuned", {"schedule": "cosine", "beta_end": None}),
+    ("ekdaa-signum-release-beta-decay", {"schedule": "cosine", "beta_end": 0.0}),
+])
+def test_hooked_training_follows_the_schedules_like_train(method, schedules):
+    """t-SNE and alignment retrain a setting with its learning-rate and β schedules (training options,
+    not model options) exactly as ``train`` does: Adam + cosine, and SGD + cosine with β falling to 0
+    in the signum release network, end with the same weights."""
     data = template_data(60)
-    cfg = rp.method_config("ekdaa-tuned", "fashion-mnist", {"batch_size": 20}, WIDTHS)
-    model, schedule = rp._build_for_hook(cfg, "numpy", 0)
-    assert schedule == "cosine" and "schedule" in cfg["options"]
-    rp._train_with_hook(model, data[0], data[1], 20, 0, 2, lambda epoch, step: None, progress=False,
-                        schedule=schedule)
+    cfg = rp.method_config(method, "fashion-mnist", {"batch_size": 20}, WIDTHS)
+    model, found = rp._build_for_hook(cfg, "numpy", 0)
+    assert found == schedules and "schedule" in cfg["options"]
+    rp._train_with_hook(model, data[0], data[1], 20, 0, 2, lambda epoch, step: None, progress=False, **found)
     ref = training.train(cfg["preset"], rule=cfg["rule"], backend="numpy", epochs=2, batch_size=20, seed=0,
                          data=data, progress=False, **cfg["options"]).model
     assert model.params.keys() == ref.params.keys()
+    last_beta = 0.9 if schedules["beta_end"] is None else schedules["beta_end"]  # the β of the last update
+    assert model.opts["beta"] == ref.opts["beta"] == last_beta
     for name, value in ref.params.items():
         np.testing.assert_array_equal(model.params[name], value, err_msg=name)
 

@@ -42,6 +42,7 @@ def forbid_training(monkeypatch):
     ({"seeds": [0], "grid": {"rule": ["ekdaa", "hebb"]}}, r"point 2 \(rule=hebb\): unknown rule"),
     ({"seeds": [0], "grid": {"optimizer": ["sgd", "lion"]}}, "optimizer='lion' is not one of"),
     ({"seeds": [0], "base": {"epochs": 0}}, "epochs must be a positive int"),
+    ({"seeds": [0], "grid": {"beta_end": [0.0, -0.5]}}, r"point 2 \(beta_end=-0.5\): option beta_end must be >= 0"),
     ({"seeds": [0], "random": {"lr": {"log_uniform": [1e-4, 1e-2]}}}, "samples"),
     ({"seeds": [0], "samples": 2, "random": {"lr": {"gauss": [0, 1]}}}, "expected one of"),
     ({"seeds": [0], "samples": 2, "random": {"lr": {"log_uniform": [0, 1]}}}, "low > 0"),

@@ -182,3 +182,40 @@ def test_warmup_cosine_schedule_rises_then_decays(monkeypatch):
     # 6 updates: w = 1, then the cosine over 5
     seen = lr_scales_of_train(monkeypatch, "warmup-cosine")
     assert seen == pytest.approx([1.0] + [0.5 * (1 + np.cos(np.pi * k / 5)) for k in range(5)])
+
+
+def test_beta_end_moves_beta_linearly_and_resumes_exactly(monkeypatch, tmp_path):
+    """beta_end: EKDAA's β goes in a straight line from ``beta`` at the first update to ``beta_end`` at
+    the last (6 updates: 2 epochs x 3 batches); without it β stays fixed. A run interrupted mid-way
+    resumes on the same line (its checkpoint records beta_end and refuses another)."""
+    data = template_data()
+    seen = []
+    real = ek.Model.step_arrays
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.opts["beta"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ek.Model, "step_arrays", spy)
+    run = dict(epochs=2, batch_size=40, data=data, beta=0.9, **SMALL)
+    full = ek.train(**run, beta_end=0.0)
+    assert seen == pytest.approx([0.9 * (1 - s / 5) for s in range(6)]) and seen[0] == 0.9 and seen[-1] == 0.0
+    seen.clear()
+    fixed = ek.train(**run)
+    assert seen == [0.9] * 6 and not params_equal(full.model, fixed.model)
+
+    def crashing_step(self, *args, **kwargs):
+        if self.step_count == 4:  # killed in epoch 2, after the checkpoint at step 4
+            raise KeyboardInterrupt
+        return spy(self, *args, **kwargs)
+
+    monkeypatch.setattr(ek.Model, "step_arrays", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        ek.train(**run, beta_end=0.0, out_dir=tmp_path, checkpoint_every=2)
+    monkeypatch.setattr(ek.Model, "step_arrays", spy)
+    with pytest.raises(ValueError, match="different settings"):
+        ek.train(**run, beta_end=0.5, out_dir=tmp_path, resume=True, checkpoint_every=2)
+    seen.clear()
+    resumed = ek.train(**run, beta_end=0.0, out_dir=tmp_path, resume=True, checkpoint_every=2)
+    assert seen == pytest.approx([0.9 * (1 - s / 5) for s in (4, 5)])
+    assert params_equal(full.model, resumed.model)

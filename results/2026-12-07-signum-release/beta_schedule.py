@@ -3,8 +3,9 @@
 The setting is `ekdaa-signum-release-slow` (linear conv stack, signum in fc1, SGD 1e-4, momentum 0.9,
 cosine decay of the step, batch 50); only β, the step of the target y = φ(h − βd), changes during the
 run: β(t) = β_start + (β_end − β_start)·s(t), with s rising from 0 at the first update to 1 at the last,
-linearly or along the cosine's shape (s = 0.5·(1 − cos(π t/T))). The package has no β-schedule option;
-the script sets the model's β before every update, with the same batch order, dropout masks and
+linearly or along the cosine's shape (s = 0.5·(1 − cos(π t/T))). The linear shape is now the package's
+``train(beta_end=...)`` (setting ``ekdaa-signum-release-beta-decay``); the script, written before that option,
+sets the model's β before every update, with the same batch order, dropout masks and
 step schedule as `reproduce` / `ekdaa-cuda train` (``reproduce._train_with_hook``). Not resumable
 (a 10-epoch run is 10-20 minutes of one core); the JSON is rewritten after every epoch.
 
@@ -34,7 +35,7 @@ def main() -> None:
 
     cfg = reproduce.method_config(args.setting, "fashion-mnist")
     x, y, xt, yt = reproduce.load_data("fashion-mnist")
-    model, schedule = reproduce._build_for_hook(cfg, "numpy", args.seed)
+    model, schedules = reproduce._build_for_hook(cfg, "numpy", args.seed)
     batches = -(-len(x) // cfg["batch_size"])
     total = args.epochs * batches
 
@@ -66,7 +67,7 @@ def main() -> None:
 
     with blas_threads(1):
         reproduce._train_with_hook(model, x, y, cfg["batch_size"], args.seed, args.epochs, hook, every=1,
-                                   progress=False, schedule=schedule)
+                                   progress=False, schedule=schedules["schedule"])
 
 
 if __name__ == "__main__":
