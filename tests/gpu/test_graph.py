@@ -85,6 +85,35 @@ def test_steps_that_change_between_steps_run_eagerly(device, rng, options, why):
     assert_same_model(model, twin)
 
 
+def test_a_changed_beta_is_recorded_anew_not_replayed_stale(device, rng, monkeypatch):
+    """β is a raw argument of the recorded error launches, and train(beta_end=...) changes it every
+    step: a step with another β than the recorded one runs eagerly and is recorded anew (bitwise equal
+    to the eager twin); steps that keep the recorded β replay it."""
+    from ekdaa_cuda.backend_cuda import StepPlan
+
+    replays = []
+    real_replay = StepPlan._replay
+    monkeypatch.setattr(StepPlan, "_replay", lambda plan, *a: replays.append(plan.beta) or real_replay(plan, *a))
+    data = batches(rng, [4] * 6)
+    betas = [0.9, 0.7, 0.5, 0.5, 0.5, 0.3]
+
+    def run(model, eager):
+        model.backend.replay = not eager
+        stats = []
+        for (x, y), beta in zip(data, betas):
+            model.opts["beta"] = beta
+            loss, correct = model.step_arrays(model.backend.input(x), model.backend.labels(y), 1.0,
+                                              check_finite=False)
+            stats.append((float(loss), int(correct)))
+        return stats
+
+    stepped, eager = fmnist(device), fmnist(device)
+    assert run(stepped, eager=False) == run(eager, eager=True)
+    assert_same_model(stepped, eager)
+    # step 1 eager, 2 and 3 recorded (β 0.7, then 0.5), 4 and 5 replay β 0.5, 6 recorded (β 0.3)
+    assert replays == [0.5, 0.5] and stepped.backend._plans[4].beta == 0.3
+
+
 def test_a_diverging_replayed_step_leaves_the_model_unchanged(device, rng):
     """Model.step keeps its contract on the replayed path: the optimizer kernel's flags name the bad
     tensors, and parameters, optimizer state and step count are restored."""
