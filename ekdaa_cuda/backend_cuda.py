@@ -299,7 +299,8 @@ class StepPlan:
     "update" for a conv filter update (a graph's side branch), "optimizer" for the optimizer's;
     ``keep`` holds every array those arguments point to. Later steps replay ``launches`` (and call
     the optimizer, whose per-step scalars and table stay host-driven), or launch ``graph``, while the
-    model's β is the recorded one (``beta``); a step with another β runs eagerly and is recorded anew.
+    model's options are the recorded ones (``opts``); a step after an option changed (β does every step
+    under ``train(beta_end=...)``) runs eagerly and is recorded anew.
     """
 
     def __init__(self, backend: CudaBackend, x, labels):
@@ -307,7 +308,7 @@ class StepPlan:
         self.backend, self.device = backend, backend.device
         self.x, self.labels = xp.empty_like(x), xp.empty_like(labels)
         self.eager_steps = 0
-        self.launches = self.keep = self.grads = self.optimizer = self.graph = self.beta = None
+        self.launches = self.keep = self.grads = self.optimizer = self.graph = self.opts = None
         self.loss = self.correct = None
         self.graph_error: str | None = None  # why capture failed, once it has
 
@@ -315,9 +316,9 @@ class StepPlan:
         xp = self.backend.xp
         xp.copyto(self.x, x)
         xp.copyto(self.labels, labels)
-        # β is a raw argument of the recorded error launches: a step with another β (train(beta_end=...)
-        # changes it every step) runs eagerly and is recorded anew
-        if self.launches is not None and self.optimizer is model.optimizer.inner and self.beta == model.opts["beta"]:
+        # the options (β, γ, ...) are raw arguments of the recorded launches: a step after one changed
+        # (train(beta_end=...) changes β every step) runs eagerly and is recorded anew
+        if self.launches is not None and self.optimizer is model.optimizer.inner and self.opts == model.opts:
             self._replay(model, lr_scale)
         else:
             self._eager(model, lr_scale, record=self.eager_steps > 0)
@@ -338,7 +339,7 @@ class StepPlan:
         self.loss, self.correct = caches[-1]["loss"], caches[-1]["correct"]
         if record:
             self.launches, self.grads, self.optimizer = launches, grads, model.optimizer.inner
-            self.beta = model.opts["beta"]
+            self.opts = dict(model.opts)
             self.keep = (arrays, probs, caches)
             self.graph = None
 

@@ -653,9 +653,10 @@ def _train_with_hook(model, x, y, batch_size: int, seed: int, epochs: int, hook,
         order = be.indices(np.random.default_rng([seed, epoch]).permutation(len(x)))
         for b in range(n_batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
+            step, total = epoch * n_batches + b, epochs * n_batches
             if beta_end is not None:
-                model.opts["beta"] = target_step(beta_start, beta_end, epoch * n_batches + b, epochs * n_batches)
-            model.step_arrays(xb[idx], yb[idx], lr_scale(schedule, epoch * n_batches + b, epochs * n_batches))
+                model.opts["beta"] = target_step(beta_start, beta_end, step, total)
+            model.step_arrays(xb[idx], yb[idx], lr_scale(schedule, step, total))
             if bar is not None:
                 bar.update(1)
             if every and model.step_count % every == 0 and b + 1 < n_batches:

@@ -505,11 +505,11 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
 
             for b in range(position, n_batches):
                 idx = order[b * batch_size:(b + 1) * batch_size]
+                step, total = epoch * n_batches + b, epochs * n_batches
                 try:
-                    scale = lr_scale(schedule, epoch * n_batches + b, epochs * n_batches)
+                    scale = lr_scale(schedule, step, total)
                     if beta_end is not None:
-                        model.opts["beta"] = target_step(beta_start, beta_end, epoch * n_batches + b,
-                                                         epochs * n_batches)
+                        model.opts["beta"] = target_step(beta_start, beta_end, step, total)
                     batch_loss, batch_correct = model.step_arrays(x_train[idx], y_train[idx], scale,
                                                                   check_finite=check_each_step)
                 except FloatingPointError as exc:

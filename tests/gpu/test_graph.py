@@ -86,14 +86,15 @@ def test_steps_that_change_between_steps_run_eagerly(device, rng, options, why):
 
 
 def test_a_changed_beta_is_recorded_anew_not_replayed_stale(device, rng, monkeypatch):
-    """β is a raw argument of the recorded error launches, and train(beta_end=...) changes it every
+    """The options are raw arguments of the recorded launches, and train(beta_end=...) changes β every
     step: a step with another β than the recorded one runs eagerly and is recorded anew (bitwise equal
-    to the eager twin); steps that keep the recorded β replay it."""
+    to the eager twin); steps that keep the recorded options replay them."""
     from ekdaa_cuda.backend_cuda import StepPlan
 
     replays = []
     real_replay = StepPlan._replay
-    monkeypatch.setattr(StepPlan, "_replay", lambda plan, *a: replays.append(plan.beta) or real_replay(plan, *a))
+    monkeypatch.setattr(StepPlan, "_replay",
+                        lambda plan, *a: replays.append(plan.opts["beta"]) or real_replay(plan, *a))
     data = batches(rng, [4] * 6)
     betas = [0.9, 0.7, 0.5, 0.5, 0.5, 0.3]
 
@@ -111,7 +112,7 @@ def test_a_changed_beta_is_recorded_anew_not_replayed_stale(device, rng, monkeyp
     assert run(stepped, eager=False) == run(eager, eager=True)
     assert_same_model(stepped, eager)
     # step 1 eager, 2 and 3 recorded (β 0.7, then 0.5), 4 and 5 replay β 0.5, 6 recorded (β 0.3)
-    assert replays == [0.5, 0.5] and stepped.backend._plans[4].beta == 0.3
+    assert replays == [0.5, 0.5] and stepped.backend._plans[4].opts["beta"] == 0.3
 
 
 def test_a_diverging_replayed_step_leaves_the_model_unchanged(device, rng):
