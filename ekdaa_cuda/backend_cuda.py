@@ -91,8 +91,8 @@ class CudaBackend:
         flags = [xp.isfinite(a).all() for a in arrays]
         return bool(xp.stack(flags).all()) if flags else True
 
-    def make_optimizer(self, params: dict, kind: str, lr: float, rho: float, hyper: dict):
-        return CudaOptimizer(params, kind, lr, rho, hyper, self.device)
+    def make_optimizer(self, params: dict, kind: str, lr: float, rho: float, hyper: dict, lr_factors: dict):
+        return CudaOptimizer(params, kind, lr, rho, hyper, self.device, lr_factors)
 
     def uniform_hash(self, key: int, shape: tuple, limit: float):
         """``reference.hash_uniform`` on the device: the same bits as the NumPy backend's."""
@@ -351,7 +351,7 @@ class StepPlan:
                 self.graph = self._capture(in_graph)
             if self.graph is not None:
                 if in_graph:
-                    inner.prepare_lrs(None if lr_scale == 1.0 else [lr_scale] * len(model.optimizer.keys))
+                    inner.prepare_lrs(model.optimizer.lr_scales(lr_scale))
                 self.graph.launch(self.backend.xp.cuda.get_current_stream())
                 if in_graph:
                     inner.t += 1
@@ -407,11 +407,14 @@ class CudaOptimizer:
     """Adapter from the model's optimizer protocol (``step(params, grads) -> params`` updating in
     place, flat ``optimizer.<slot>.<key>`` state like the NumPy optimizer's) to one
     ``MultiTensorOptimizer`` over the tensors the rule updates (e.g. no E under BP), created at the
-    first step or when a state is loaded."""
+    first step or when a state is loaded. ``lr_factors`` ({key: factor}, the model option ``layer_lr``)
+    scale the step of the tensors named, through the optimizer's per-tensor learning-rate table."""
 
-    def __init__(self, params: dict, kind: str, lr: float, rho: float, hyper: dict, device):
+    def __init__(self, params: dict, kind: str, lr: float, rho: float, hyper: dict, device,
+                 lr_factors: dict | None = None):
         self.config = dict(kind=kind, lr=lr, rho=rho, device=device, **hyper)
         self.params = params
+        self.lr_factors = dict(lr_factors or {})
         self.keys: list[str] | None = None
         self.inner: MultiTensorOptimizer | None = None
 
@@ -428,7 +431,7 @@ class CudaOptimizer:
             self._build(set(grads))
         if set(grads) != set(self.keys):
             raise ValueError(f"optimizer: this step updates {sorted(grads)}, earlier steps {sorted(self.keys)}")
-        scales = None if lr_scale == 1.0 else [lr_scale] * len(self.keys)
+        scales = self.lr_scales(lr_scale)
         inner = self.inner
         # On a GPU a launch that raises has written nothing (the launchers check before launching; a
         # fault inside a kernel ends the CUDA context anyway). The simulator can report a kernel bug
@@ -445,6 +448,12 @@ class CudaOptimizer:
                     dst[...] = src
             raise
         return params
+
+    def lr_scales(self, lr_scale: float) -> list[float] | None:
+        """The per-tensor learning-rate factors of a step (None: all 1): the schedule's ``lr_scale`` times
+        each tensor's own factor."""
+        factors = [self.lr_factors.get(k, 1.0) for k in self.keys]
+        return None if lr_scale == 1.0 and all(f == 1.0 for f in factors) else [lr_scale * f for f in factors]
 
     def nonfinite_keys(self) -> list[str]:
         """Parameters the optimizer kernel flagged non-finite since the last clear (synchronises)."""

@@ -48,8 +48,8 @@ class NumpyBackend:
     def all_finite(self, arrays) -> bool:
         return all(bool(np.all(np.isfinite(a))) for a in arrays)
 
-    def make_optimizer(self, params: dict, kind: str, lr: float, rho: float, hyper: dict):
-        return Optimizer(kind, lr, rho, **hyper)
+    def make_optimizer(self, params: dict, kind: str, lr: float, rho: float, hyper: dict, lr_factors: dict):
+        return Optimizer(kind, lr, rho, lr_factors, **hyper)
 
     # ------------------------------------------------------------ forward
 

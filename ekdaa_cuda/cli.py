@@ -17,7 +17,7 @@ import sys
 
 from . import __version__, cuda_status, sim_status
 from .layers import PRESETS
-from .model import _CHOICES, BACKENDS, DEFAULT_OPTIONS, RULES, check_range, check_widths
+from .model import _CHOICES, BACKENDS, DEFAULT_OPTIONS, RULES, check_layer_lr, check_range, check_widths
 from .reference import ACTIVATIONS
 from .training import DEFAULT_THREADS, MODEL_OPTIONS, SCHEDULES
 
@@ -71,6 +71,18 @@ def _widths(text: str) -> tuple:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 32,64,128,128, "
                                          f"got {text!r}") from None
+
+
+def _layer_lr(text: str) -> dict:
+    try:
+        pairs = [item.split("=") for item in text.split(",")]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError
+        return check_layer_lr({name.strip(): float(factor) for name, factor in pairs})
+    except ValueError as exc:
+        why = f" ({exc})" if str(exc) else ""
+        raise argparse.ArgumentTypeError(f"expected comma-separated LAYER=FACTOR pairs with FACTOR >= 0, such as "
+                                         f"conv1=0.1,conv2=0.5, got {text!r}{why}") from None
 
 
 def _default(key: str) -> str:
@@ -170,6 +182,10 @@ def _add_train(sub) -> None:
                    help=f"working precision; cuda computes in float32 ({_default('dtype')})")
     m.add_argument("--kp-decay", type=_checked("kp_decay"), default=None,
                    help=f"Kolen–Pollack weight decay κ, rule kp only, >= 0 ({_default('kp_decay')})")
+    m.add_argument("--layer-lr", type=_layer_lr, default=None,
+                   help="per-layer factors of the learning rate, LAYER=FACTOR,...: e.g. conv1=0.1 steps conv1 (W, E, "
+                        "bias) at lr × 0.1; 0 freezes a layer (default: every layer at lr; conv1=0.1 gave the best "
+                        "signum runs, setting ekdaa-signum-release-conv1-slow)")
     m.add_argument("--widths", type=_widths, default=None,
                    help="comma-separated sizes of the preset's conv/FC layers in order, e.g. 32,64,128,128 for "
                         "fmnist (default: the preset's)")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -54,6 +55,7 @@ DEFAULT_OPTIONS = {
     "rho": 0.0,
     "dtype": "float32",
     "kp_decay": 0.0,  # Kolen–Pollack weight decay κ (rule "kp" only; see rules.py)
+    "layer_lr": None,  # {layer name: factor >= 0} of the learning rate per layer (None: every layer at lr)
     **DEFAULT_HYPER,
 }
 # variant="release" bundles the authors' TensorFlow release (SPEC.md); explicit options still win.
@@ -102,6 +104,7 @@ def resolve_options(options: dict) -> dict:
             check_range(key, opts[key], ok, what)
     if not isinstance(opts["bias"], (bool, np.bool_)):
         raise ValueError(f"option bias must be True or False, got {opts['bias']!r}")
+    opts["layer_lr"] = check_layer_lr(opts["layer_lr"])
     return opts
 
 
@@ -134,6 +137,29 @@ def check_range(key: str, value, ok=None, what: str | None = None) -> None:
         raise ValueError(f"option {key} must be a finite number, got {value!r}")
     if not ok(value):
         raise ValueError(f"option {key} must be {what}, got {value!r}")
+
+
+def check_layer_lr(layer_lr, names=None) -> dict:
+    """``layer_lr`` as a new {layer name: float factor >= 0} ({} for None), or a ValueError naming the
+    option; with ``names`` (the network's layer names) every key must be one of them."""
+    if layer_lr is None:
+        return {}
+    if not isinstance(layer_lr, Mapping):
+        raise ValueError("option layer_lr must map layer names to learning-rate factors >= 0, e.g. {'conv1': 0.1}, "
+                         f"got {layer_lr!r}")
+    out = {}
+    for name, factor in layer_lr.items():
+        if not isinstance(name, str):
+            raise ValueError(f"option layer_lr: layer names must be strings such as 'conv1', got {name!r}")
+        check_range(f"layer_lr[{name!r}]", factor, lambda v: v >= 0,
+                    ">= 0 (a factor of the learning rate; 0 freezes the layer)")
+        out[name] = float(factor)
+    if names is not None:
+        unknown = sorted(set(out) - set(names))
+        if unknown:
+            raise ValueError(f"option layer_lr names {', '.join(map(repr, unknown))}, not a layer of this network; "
+                             f"its layers are {', '.join(names)}")
+    return out
 
 
 def check_widths(widths) -> list[int]:
@@ -169,8 +195,12 @@ class Model:
         self.conv_forward_linear = self.opts["variant"] == "release"
         self.sweep_rule = rules.check_rule(rule, self.blocks, self.conv_forward_linear)  # "lra-e" runs "ekdaa"
         self.params = {k: self.backend.asarray(v) for k, v in self._init_params().items()}
+        layer_lr = check_layer_lr(self.opts["layer_lr"], [b.name for b in self.blocks])
+        # parameter keys are "<layer>.<tensor>": every tensor of a layer (W, bias, E) gets its layer's factor
+        lr_factors = {k: layer_lr[k.split(".")[0]] for k in self.params if k.split(".")[0] in layer_lr}
         self.optimizer = self.backend.make_optimizer(self.params, self.opts["optimizer"], self.opts["lr"],
-                                                     self.opts["rho"], {k: self.opts[k] for k in DEFAULT_HYPER})
+                                                     self.opts["rho"], {k: self.opts[k] for k in DEFAULT_HYPER},
+                                                     lr_factors)
         self.step_count = 0
 
     # ------------------------------------------------------------ parameters
@@ -620,8 +650,9 @@ def build_model(preset_or_layers="fmnist", rule: str = "ekdaa", backend: str = "
     init="glorot_uniform", error_init="glorot_uniform"|"forward", unpool="argmax"|"bilinear",
     normalize="none"|"release"|"rms", variant="paper"|"release", dropout / dropout_conv / dropout_fc,
     optimizer="sgd"|"adam"|"rmsprop", lr=5e-4, momentum=0.9, beta1, beta2, eps, decay, rho=0
-    (Pascanu), weight_decay=0 (decoupled, every tensor), dtype="float32"|"float64", kp_decay=0 (rule
-    "kp"), widths=(...) to resize a preset's layers, input_shape=(C, H, W) for a list of layers.
+    (Pascanu), weight_decay=0 (decoupled, every tensor), layer_lr={"conv1": 0.1, ...} (a factor of lr per
+    layer, for all its tensors; 0 freezes a layer), dtype="float32"|"float64", kp_decay=0 (rule "kp"),
+    widths=(...) to resize a preset's layers, input_shape=(C, H, W) for a list of layers.
     """
     widths = options.pop("widths", None)
     if widths is not None:

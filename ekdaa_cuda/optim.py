@@ -1,7 +1,8 @@
 """Optimizers for the NumPy backend: SGD with momentum, Adam and RMSprop, each with
 per-tensor Pascanu rescaling (SPEC.md "Optimisers") and optional decoupled weight decay
 (``weight_decay`` wd: p ← p − λ·wd·p_old after the step, on every tensor). The rule's updates Δ
-are treated as gradients: W ← W − λ·step(Δ).
+are treated as gradients: W ← W − λ·step(Δ). The step λ of a tensor is lr × the schedule's factor ×
+its own factor (``lr_factors``, the model option ``layer_lr``; 1 for tensors not named).
 
 ``Optimizer.apply`` is pure: it returns the new parameters and the new state without
 touching the old ones, so a step that fails part-way leaves the model unchanged.
@@ -17,7 +18,8 @@ DEFAULT_HYPER = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "de
 
 
 class Optimizer:
-    def __init__(self, kind: str = "sgd", lr: float = 5e-4, rho: float = 0.0, **hyper):
+    def __init__(self, kind: str = "sgd", lr: float = 5e-4, rho: float = 0.0, lr_factors: dict | None = None,
+                 **hyper):
         if kind not in ref.OPTIMIZERS:
             raise ValueError(f"unknown optimizer {kind!r}; choose one of {', '.join(ref.OPTIMIZERS)}")
         unknown = set(hyper) - set(DEFAULT_HYPER)
@@ -28,6 +30,10 @@ class Optimizer:
         if not (np.isfinite(rho) and rho >= 0):
             raise ValueError(f"Pascanu rho must be >= 0 (0 turns rescaling off), got {rho!r}")
         self.kind, self.lr, self.rho = kind, float(lr), float(rho)
+        self.lr_factors = {k: float(f) for k, f in (lr_factors or {}).items()}
+        bad = {k: f for k, f in self.lr_factors.items() if not (np.isfinite(f) and f >= 0)}
+        if bad:
+            raise ValueError(f"learning-rate factors must be finite numbers >= 0, got {bad}")
         self.hyper = {**DEFAULT_HYPER, **{k: float(v) for k, v in hyper.items()}}
         self.t = 0
         self.state: dict[str, dict[str, np.ndarray]] = {}
@@ -35,11 +41,11 @@ class Optimizer:
     def apply(self, params: dict, grads: dict, lr_scale: float = 1.0):
         """Return (new params for the keys in ``grads``, new state, new t)."""
         t = self.t + 1
-        lr = self.lr * lr_scale
         new_params, new_state = {}, {}
         h = self.hyper
         for key, g in grads.items():
             p = params[key]
+            lr = self.lr * lr_scale * self.lr_factors.get(key, 1.0)
             g = ref.pascanu_rescale(g, self.rho)
             st = self.state.get(key)
             if self.kind == "sgd":

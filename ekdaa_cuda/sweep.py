@@ -610,8 +610,8 @@ def _slug(label: str) -> str:
 
 def validate_train_kwargs(kwargs: dict, where: str) -> None:
     """The checks train() / build_model would make, done before anything runs."""
-    from .layers import PRESETS
-    from .model import OPTION_RANGES, RULES, check_range, resolve_options
+    from .layers import PRESETS, build_blocks, preset_layers
+    from .model import OPTION_RANGES, RULES, check_layer_lr, check_range, resolve_options
     from .training import SCHEDULES
 
     def fail(msg):
@@ -643,7 +643,11 @@ def validate_train_kwargs(kwargs: dict, where: str) -> None:
     if widths is not None and (not isinstance(widths, list) or not all(isinstance(w, int) and w > 0 for w in widths)):
         fail(f"widths must be a list of positive ints, got {widths!r}")
     try:
-        resolve_options(model_options)
+        opts = resolve_options(model_options)
+        if opts["layer_lr"]:  # the names exist only once the network is laid out (no weights needed)
+            layers, shape = preset_layers(kwargs.get("preset", "fmnist"), widths)
+            names = [b.name for b in build_blocks(layers, shape, opts["activation"], 0.0, 0.0, False)]
+            check_layer_lr(opts["layer_lr"], names)
     except (ValueError, TypeError) as exc:
         fail(str(exc))
 

@@ -43,7 +43,7 @@ WARMUP_FRACTION = 0.05
 # train()'s keywords that are model options (ekdaa_cuda.model.DEFAULT_OPTIONS, plus dropout and widths)
 MODEL_OPTIONS = ("lr", "optimizer", "momentum", "beta1", "beta2", "eps", "decay", "rho", "weight_decay", "beta",
                  "gamma", "activation", "dropout", "dropout_conv", "dropout_fc", "bias", "init", "error_init", "unpool",
-                 "normalize", "variant", "dtype", "kp_decay", "widths")
+                 "normalize", "variant", "dtype", "kp_decay", "widths", "layer_lr")
 # BLAS threads of the host arithmetic when train(threads=None): measured on the 2-core development
 # machine under load (README "Performance"), one thread was faster than two.
 DEFAULT_THREADS = 1
@@ -289,7 +289,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
           dropout: float | None = None, dropout_conv: float | None = None, dropout_fc: float | None = None,
           bias: bool | None = None, init: str | None = None, error_init: str | None = None,
           unpool: str | None = None, normalize: str | None = None, variant: str | None = None,
-          dtype: str | None = None, kp_decay: float | None = None, widths=None) -> TrainResult:
+          dtype: str | None = None, kp_decay: float | None = None, widths=None, layer_lr: dict | None = None
+          ) -> TrainResult:
     """Train a preset on its dataset and evaluate on the test split after every epoch.
 
     Run
@@ -327,7 +328,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
         bias [False], init ["glorot_uniform"], error_init ["glorot_uniform"], unpool ["argmax"], normalize
         ["none"; "release", "rms"], variant ["paper"; "release" switches the last three to "forward",
         "bilinear", "release"], dtype ["float32"], kp_decay [0] (rule "kp"), widths (the preset's conv/FC
-        sizes, positive ints, in order).
+        sizes, positive ints, in order), layer_lr [None] ({layer name: factor >= 0}: that layer's tensors step
+        by lr × factor, e.g. {"conv1": 0.1}; 0 freezes a layer; the names are the model's, conv1 ... out).
 
     Stops with ``TrainingDiverged`` when an update or the loss is not finite, or when the mean
     training loss over a check window (``CHECK_EVERY`` updates) exceeds ``LOSS_BOUND_FACTOR``·ln(K)
