@@ -84,6 +84,8 @@ def test_no_command_prints_help(capsys):
     (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch_size"), (dict(threads=0), "threads"),
     (dict(seed=-1), "seed"), (dict(train_limit=0), "train_limit"), (dict(checkpoint_every=-1), "checkpoint_every"),
     (dict(beta_end=-0.5), "beta_end"), (dict(beta_end=float("inf")), "beta_end"),
+    (dict(layer_lr={"conv1": -1.0}), "layer_lr"), (dict(layer_lr={"conv7": 0.1}), "layer_lr"),
+    (dict(layer_lr=[0.1]), "layer_lr"), (dict(layer_lr={"conv1": float("nan")}), "layer_lr"),
 ])
 def test_api_rejects_out_of_range_values_naming_the_option(kwargs, name):
     args = {**SMALL, **kwargs}
@@ -96,6 +98,8 @@ def test_api_rejects_out_of_range_values_naming_the_option(kwargs, name):
     (["--dropout", "1.5"], "--dropout"), (["--widths", "4,0,8,16"], "--widths"), (["--epochs", "0"], "--epochs"),
     (["--batch-size", "0"], "--batch-size"), (["--threads", "0"], "--threads"), (["--gamma", "x"], "--gamma"),
     (["--weight-decay", "-1"], "--weight-decay"), (["--beta-end", "-1"], "--beta-end"),
+    (["--layer-lr", "conv1"], "--layer-lr"), (["--layer-lr", "conv1=-1"], "--layer-lr"),
+    (["--layer-lr", "conv1=0.1,fc1"], "--layer-lr"), (["--layer-lr", "conv1=x"], "--layer-lr"),
 ])
 def test_cli_rejects_out_of_range_values_naming_the_option(argv, flag, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -205,6 +205,28 @@ def test_weight_decay_in_the_optimizer_by_hand():
     assert Optimizer("sgd", lr=0.5).hyper["weight_decay"] == 0.0  # off by default
 
 
+@pytest.mark.parametrize("kind", ["sgd", "adam", "rmsprop"])
+def test_lr_factors_step_each_tensor_as_its_own_learning_rate(kind):
+    """A tensor with factor f steps exactly as under an optimizer of learning rate lr·f (powers of 2:
+    the products are exact), weight decay included; f = 0 freezes it; tensors not named keep lr."""
+    rng = np.random.default_rng(5)
+    p = {k: rng.integers(-8, 9, 6).astype(np.float64) for k in "abc"}
+    factored = Optimizer(kind, lr=0.5, weight_decay=0.25, lr_factors={"a": 0.25, "b": 0.0})
+    alone = {"a": Optimizer(kind, lr=0.125, weight_decay=0.25), "c": Optimizer(kind, lr=0.5, weight_decay=0.25)}
+    got = dict(p)
+    want = {k: p[k] for k in alone}
+    for step in range(3):
+        g = {k: rng.integers(-8, 9, 6).astype(np.float64) for k in "abc"}
+        got = factored.step(got, g, lr_scale=0.5 if step == 2 else 1.0)
+        for k, opt in alone.items():
+            want[k] = opt.step({k: want[k]}, {k: g[k]}, lr_scale=0.5 if step == 2 else 1.0)[k]
+    for k in alone:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    np.testing.assert_array_equal(got["b"], p["b"])
+    with pytest.raises(ValueError, match="factors must be finite numbers >= 0"):
+        Optimizer(kind, lr_factors={"a": -1.0})
+
+
 def test_optimizer_pascanu():
     big = np.array([3.0, 4.0])
     np.testing.assert_allclose(ref.pascanu_rescale(big, 1.0), [0.6, 0.8])

@@ -219,3 +219,26 @@ def test_beta_end_moves_beta_linearly_and_resumes_exactly(monkeypatch, tmp_path)
     resumed = ek.train(**run, beta_end=0.0, out_dir=tmp_path, resume=True, checkpoint_every=2)
     assert seen == pytest.approx([0.9 * (1 - s / 5) for s in (4, 5)])
     assert params_equal(full.model, resumed.model)
+
+
+def test_layer_lr_scales_a_layers_steps_and_resume_refuses_another(tmp_path):
+    """layer_lr={"conv1": 0} freezes conv1 (W and E) while the other layers learn; a factor of 0.5 gives
+    that layer another trajectory; the checkpoint records the factors and a resume with others is
+    refused."""
+    data = template_data()
+    run = dict(epochs=1, batch_size=40, data=data, **SMALL)
+    start = ek.build_model("fmnist", backend="numpy", widths=SMALL["widths"]).params
+    frozen = ek.train(**run, layer_lr={"conv1": 0.0}).model
+    plain = ek.train(**run).model
+    for key in ("conv1.weight", "conv1.error_weight"):
+        np.testing.assert_array_equal(frozen.params[key], start[key], err_msg=key)
+        assert not np.array_equal(plain.params[key], start[key]), key
+    assert not np.array_equal(frozen.params["fc1.weight"], start["fc1.weight"])
+    assert frozen.opts["layer_lr"] == {"conv1": 0.0} and plain.opts["layer_lr"] == {}
+    half = ek.train(**run, layer_lr={"out": 0.5}).model
+    assert not np.array_equal(half.params["out.weight"], plain.params["out.weight"])
+    ek.train(**run, layer_lr={"conv1": 0.5}, out_dir=tmp_path, plot=False)
+    with pytest.raises(ValueError, match="different settings"):
+        ek.train(**{**run, "epochs": 2}, layer_lr={"conv1": 0.25}, out_dir=tmp_path, resume=True, plot=False)
+    resumed = ek.train(**{**run, "epochs": 2}, layer_lr={"conv1": 0.5}, out_dir=tmp_path, resume=True, plot=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]

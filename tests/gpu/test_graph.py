@@ -51,6 +51,7 @@ def assert_same_model(a, b):
     {"optimizer": "rmsprop", "rho": 0.5},
     {"rule": "bp", "activation": "relu", "bias": True},
     {"rule": "fa"},
+    {"layer_lr": {"conv1": 0.0, "fc1": 0.5}},
 ])
 def test_replayed_steps_equal_eager_steps_bitwise(device, rng, options):
     """Two batch sizes alternating (one plan each), a changing learning-rate scale, 6 steps each."""
