@@ -153,8 +153,8 @@ def _add_train(sub) -> None:
                    help=f"EKDAA β, the step of the target y = φ(h − βd), >= 0 ({_default('beta')})")
     m.add_argument("--beta-end", type=_checked("beta"), default=None,
                    help="move β linearly from --beta at the first update to this value at the last, >= 0 "
-                        "(default: β stays fixed); 0 gave the best signum runs "
-                        "(setting ekdaa-signum-release-beta-decay)")
+                        "(default: β stays fixed); 0 is part of the best signum setting "
+                        "(ekdaa-signum-release-conv1-slow, with --layer-lr conv1=0.1)")
     m.add_argument("--gamma", type=_checked("gamma"), default=None,
                    help=f"EKDAA γ, the scale of the error-kernel update ΔE = γΔW, >= 0 ({_default('gamma')})")
     m.add_argument("--activation", default=None, choices=ACTIVATIONS,
