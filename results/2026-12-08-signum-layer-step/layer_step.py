@@ -12,7 +12,6 @@ dropout masks, cosine step schedule and β line as ``ekdaa-cuda train`` (``repro
 After every epoch the JSON (test accuracy, and ‖W − W₀‖ / ‖W₀‖ per layer) is rewritten atomically.
 
     PYTHONPATH=<clone> python layer_step.py --scale conv2=100 --scale conv3=300 --out screen/a.json
-    PYTHONPATH=<clone> python layer_step.py --set gamma=1 --out screen/gamma1.json   # another option only
 """
 
 from __future__ import annotations
@@ -33,20 +32,11 @@ def parse_scale(text: str) -> tuple[str, float]:
     return layer, float(factor)
 
 
-def parse_option(text: str) -> tuple[str, float]:
-    key, _, value = text.partition("=")
-    if not key or not value:
-        raise argparse.ArgumentTypeError(f"expected OPTION=NUMBER, got {text!r}")
-    return key, float(value)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--setting", default="ekdaa-signum-release-beta-decay")
     ap.add_argument("--scale", type=parse_scale, action="append", default=[],
                     help="LAYER=FACTOR: multiply that layer's updates by FACTOR (0 freezes it; repeatable)")
-    ap.add_argument("--set", type=parse_option, action="append", default=[], metavar="OPTION=NUMBER",
-                    help="override a numeric model option of the setting, e.g. gamma=1 (repeatable)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
@@ -54,7 +44,6 @@ def main() -> None:
     scales = dict(args.scale)
 
     cfg = reproduce.method_config(args.setting, "fashion-mnist")
-    cfg["options"] = {**cfg["options"], **dict(args.set)}
     x, y, xt, yt = reproduce.load_data("fashion-mnist")
     model, schedules = reproduce._build_for_hook(cfg, "numpy", args.seed)
     layers = sorted({key.split(".")[0] for key in model.params})
