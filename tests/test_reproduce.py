@@ -160,6 +160,7 @@ def test_alignment_figure(tmp_path):
     ("ekdaa-tuned", {"schedule": "cosine", "beta_end": None}),
     ("ekdaa-signum-release-beta-decay", {"schedule": "cosine", "beta_end": 0.0}),
     ("ekdaa-signum-release-conv1-slow", {"schedule": "cosine", "beta_end": 0.0}),
+    ("ekdaa-signum-release-fc1-fast", {"schedule": "cosine", "beta_end": 0.0}),
 ])
 def test_hooked_training_follows_the_schedules_like_train(method, schedules):
     """t-SNE and alignment retrain a setting with its learning-rate and β schedules (training options,
