@@ -154,7 +154,7 @@ def _add_train(sub) -> None:
     m.add_argument("--beta-end", type=_checked("beta"), default=None,
                    help="move β linearly from --beta at the first update to this value at the last, >= 0 "
                         "(default: β stays fixed); 0 is part of the best signum setting "
-                        "(ekdaa-signum-release-conv1-slow, with --layer-lr conv1=0.1)")
+                        "(ekdaa-signum-release-fc1-fast, with --layer-lr conv1=0.1,fc1=2)")
     m.add_argument("--gamma", type=_checked("gamma"), default=None,
                    help=f"EKDAA γ, the scale of the error-kernel update ΔE = γΔW, >= 0 ({_default('gamma')})")
     m.add_argument("--activation", default=None, choices=ACTIVATIONS,
@@ -184,8 +184,8 @@ def _add_train(sub) -> None:
                    help=f"Kolen–Pollack weight decay κ, rule kp only, >= 0 ({_default('kp_decay')})")
     m.add_argument("--layer-lr", type=_layer_lr, default=None,
                    help="per-layer factors of the learning rate, LAYER=FACTOR,...: e.g. conv1=0.1 steps conv1 (W, E, "
-                        "bias) at lr × 0.1; 0 freezes a layer (default: every layer at lr; conv1=0.1 gave the best "
-                        "signum runs, setting ekdaa-signum-release-conv1-slow)")
+                        "bias) at lr × 0.1; 0 freezes a layer (default: every layer at lr; conv1=0.1,fc1=2 gave the "
+                        "best signum runs, setting ekdaa-signum-release-fc1-fast)")
     m.add_argument("--widths", type=_widths, default=None,
                    help="comma-separated sizes of the preset's conv/FC layers in order, e.g. 32,64,128,128 for "
                         "fmnist (default: the preset's)")

@@ -307,8 +307,8 @@ def train(preset: str = "fmnist", rule: str = "ekdaa", backend: str = "auto", ep
             "warmup-cosine" (a linear rise over the first 5% of the updates, then the cosine; ``lr_scale``).
         beta_end: None keeps EKDAA's β (option ``beta``) fixed; a number >= 0 moves it linearly from
             ``beta`` at the first update to ``beta_end`` at the last (``target_step``), e.g. 0 for a β that
-            falls to 0 over the run (``ekdaa-signum-release-beta-decay``; with ``layer_lr={"conv1": 0.1}``
-            the best signum setting found, ``ekdaa-signum-release-conv1-slow``).
+            falls to 0 over the run (``ekdaa-signum-release-beta-decay``; with ``layer_lr={"conv1": 0.1, "fc1": 2}``
+            the best signum setting found, ``ekdaa-signum-release-fc1-fast``).
         threads: BLAS threads for the host arithmetic (None: ``DEFAULT_THREADS`` = 1, the fastest
             setting measured on a busy 2-core machine; see the README).
         progress: show a progress bar; log: a function receiving one line per epoch and notices.
